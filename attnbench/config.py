@@ -1,0 +1,480 @@
+"""attnbench.toml and suite files -> validated frozen dataclasses, with one-line errors naming file and key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from attnbench.errors import AttnbenchError, ConfigError, UnknownNameError
+from attnbench.registry import unknown_name_message
+
+CONFIG_FILENAME = "attnbench.toml"
+METRIC_NAMES = ("complexity", "latency", "memory", "profile", "module_latency")
+MODES = ("eval", "train")
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """How long and how often each case is timed."""
+
+    warmup: int = 3
+    min_repeats: int = 10
+    max_repeats: int = 1000
+    max_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Project defaults from attnbench.toml; `root` is the folder that holds it."""
+
+    root: Path
+    results_dir: Path
+    suites_dir: Path
+    device: str = "auto"
+    threads: int | None = None
+    timing: TimingSpec = TimingSpec()
+    source: Path | None = None
+
+
+@dataclass(frozen=True)
+class AttentionEntry:
+    """One attention column of a grid: a registry key with options and the label results carry."""
+
+    key: str
+    label: str
+    options: tuple[tuple[str, Any], ...] = ()
+    placement: str | None = None
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    backbones: tuple[str, ...]
+    attention: tuple[AttentionEntry, ...]
+    batch_sizes: tuple[int, ...]
+    resolutions: tuple[int, ...]
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = ("eval",)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    description: str
+    metrics: tuple[str, ...]
+    grid: GridSpec
+    timing: TimingSpec
+    source: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the resolved suite content, to tell whether a suite changed between runs."""
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One point of the grid: everything that defines what is measured."""
+
+    backbone: str
+    attention: AttentionEntry
+    batch_size: int
+    resolution: int
+    dtype: str
+    mode: str
+    device: str
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """The columns that identify a case across runs."""
+        return {
+            "backbone": self.backbone,
+            "attention": self.attention.label,
+            "batch_size": self.batch_size,
+            "resolution": self.resolution,
+            "dtype": self.dtype,
+            "mode": self.mode,
+            "device": self.device,
+        }
+
+    @property
+    def case_id(self) -> str:
+        canonical = json.dumps(
+            {**self.key, "options": self.attention.options, "placement": self.attention.placement},
+            sort_keys=True,
+        )
+        return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+
+# --- reading TOML ---------------------------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: malformed TOML: {error}") from None
+
+
+class _Section:
+    """Typed access to one table of a TOML file; every error names the file and the key."""
+
+    def __init__(self, data: Any, source: Path | str, prefix: str, allowed: tuple[str, ...]):
+        where = f"{source}: [{prefix}]" if prefix else f"{source}:"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a table")
+        self.data, self.source, self.prefix = data, source, prefix
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{self.where(key)}: unknown key; "
+                    + unknown_name_message("key", key, list(allowed)).split(": ", 1)[1]
+                )
+
+    def where(self, key: str) -> str:
+        dotted = f"{self.prefix}.{key}" if self.prefix else key
+        return f"{self.source}: {dotted}"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(f"{self.where(key)}: required key is missing")
+            return default
+        value = self.data[key]
+        return self.check(key, value, kind)
+
+    def check(self, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{self.where(key)}: expected {names}, got {value!r}")
+        return value
+
+    def positive_int(self, key: str, default: Any = ..., minimum: int = 1) -> int:
+        value = self.get(key, int, default)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{self.where(key)}: must be >= {minimum}, got {value}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise ConfigError(
+                f"{self.where(key)}: {value!r} is not accepted; accepted: {', '.join(choices)}"
+            )
+        return value
+
+    def list_of(self, key: str, kind: type, default: Any = ...) -> tuple[Any, ...]:
+        values = self.get(key, list, default)
+        if isinstance(values, tuple):
+            return values
+        if not values:
+            raise ConfigError(f"{self.where(key)}: must not be empty")
+        return tuple(self.check(key, value, kind) for value in values)
+
+
+def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> TimingSpec:
+    section = _Section(data, source, prefix, tuple(TimingSpec.__dataclass_fields__))
+    timing = TimingSpec(
+        warmup=section.positive_int("warmup", base.warmup, minimum=0),
+        min_repeats=section.positive_int("min_repeats", base.min_repeats),
+        max_repeats=section.positive_int("max_repeats", base.max_repeats),
+        max_seconds=section.get("max_seconds", float, base.max_seconds),
+    )
+    if timing.max_repeats < timing.min_repeats:
+        raise ConfigError(
+            f"{source}: [{prefix}] max_repeats ({timing.max_repeats}) must be >= "
+            f"min_repeats ({timing.min_repeats})"
+        )
+    if timing.max_seconds <= 0:
+        raise ConfigError(f"{source}: {prefix}.max_seconds: must be > 0, got {timing.max_seconds}")
+    return timing
+
+
+# --- project configuration ------------------------------------------------------------------------
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """attnbench.toml in `start` (default: the current directory) or the nearest parent."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project(path: Path | None = None) -> ProjectConfig:
+    """The given config file, else the nearest attnbench.toml, else built-in defaults in the cwd."""
+    if path is None:
+        path = find_config()
+    if path is None:
+        root = Path.cwd()
+        return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites")
+    path = Path(path)
+    data = read_toml(path)
+    section = _Section(data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing"))
+    root = path.resolve().parent
+    threads = section.get("threads", int, None)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
+    return ProjectConfig(
+        root=root,
+        results_dir=root / section.get("results_dir", str, "results"),
+        suites_dir=root / section.get("suites_dir", str, "suites"),
+        device=section.choice("device", DEVICES, "auto"),
+        threads=threads,
+        timing=_timing(data.get("timing", {}), path, "timing", TimingSpec()),
+        source=path,
+    )
+
+
+# --- suites ---------------------------------------------------------------------------------------
+
+
+def resolve_suite_path(name_or_path: str, project: ProjectConfig) -> Path:
+    """A path to a suite file, or a suite name looked up in the project's suites folder."""
+    as_path = Path(name_or_path)
+    if as_path.suffix == ".toml" or as_path.exists() or "/" in name_or_path:
+        if not as_path.is_file():
+            raise ConfigError(f"suite file {name_or_path!r} not found")
+        return as_path
+    candidate = project.suites_dir / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        raise UnknownNameError(unknown_name_message("suite", name_or_path, list_suites(project)))
+    return candidate
+
+
+def list_suites(project: ProjectConfig) -> list[str]:
+    if not project.suites_dir.is_dir():
+        return []
+    return sorted(path.stem for path in project.suites_dir.glob("*.toml"))
+
+
+def load_suite(name_or_path: str, project: ProjectConfig) -> SuiteSpec:
+    path = resolve_suite_path(name_or_path, project)
+    return parse_suite(read_toml(path), path, project)
+
+
+def parse_suite(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> SuiteSpec:
+    top = _Section(data, source, "", ("name", "description", "metrics", "grid", "timing"))
+    metrics = top.list_of("metrics", str, ("complexity", "latency"))
+    for metric in metrics:
+        if metric not in METRIC_NAMES:
+            raise ConfigError(
+                f"{top.where('metrics')}: " + unknown_name_message("metric", metric, list(METRIC_NAMES))
+            )
+    grid = _grid(top.get("grid", dict), source, project)
+    timing = _timing(data.get("timing", {}), source, "timing", project.timing)
+    name = top.get("name", str, Path(source).stem)
+    suite = SuiteSpec(
+        name=name,
+        description=top.get("description", str, ""),
+        metrics=metrics,
+        grid=grid,
+        timing=timing,
+        source=Path(source) if isinstance(source, (str, Path)) else None,
+    )
+    return replace(suite, raw=suite_to_dict(suite))
+
+
+def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> GridSpec:
+    from attnbench.backbones import BACKBONES
+
+    section = _Section(data, source, "grid", tuple(GridSpec.__dataclass_fields__))
+    backbones = section.list_of("backbones", str)
+    for name in backbones:
+        if name not in BACKBONES:
+            raise ConfigError(
+                f"{section.where('backbones')}: "
+                + unknown_name_message("backbone", name, BACKBONES.names())
+            )
+    entries = _attention_entries(section.get("attention", list), section)
+    batch_sizes = section.list_of("batch_sizes", int)
+    resolutions = section.list_of("resolutions", int)
+    for key, values in (("batch_sizes", batch_sizes), ("resolutions", resolutions)):
+        bad = [value for value in values if value < 1]
+        if bad:
+            raise ConfigError(f"{section.where(key)}: values must be >= 1, got {bad[0]}")
+    for name in backbones:
+        minimum = BACKBONES.get(name).min_resolution
+        small = [r for r in resolutions if r < minimum]
+        if small:
+            raise ConfigError(
+                f"{section.where('resolutions')}: {small[0]} is too small for {name}; "
+                f"accepted: >= {minimum}"
+            )
+    dtypes = section.list_of("dtypes", str, ("float32",))
+    modes = section.list_of("modes", str, ("eval",))
+    for key, values, accepted in (("dtypes", dtypes, DTYPES), ("modes", modes, MODES)):
+        for value in values:
+            if value not in accepted:
+                raise ConfigError(
+                    f"{section.where(key)}: {value!r} is not accepted; accepted: {', '.join(accepted)}"
+                )
+    return GridSpec(
+        backbones=backbones,
+        attention=entries,
+        batch_sizes=batch_sizes,
+        resolutions=resolutions,
+        dtypes=dtypes,
+        modes=modes,
+        device=section.choice("device", DEVICES, project.device),
+    )
+
+
+def default_label(key: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The key, plus the options that differ from the module's defaults: `se(bias=True)`."""
+    changed = {name: value for name, value in sorted(options.items()) if defaults.get(name) != value}
+    if not changed:
+        return key
+    return f"{key}({','.join(f'{name}={value!r}' for name, value in changed.items())})"
+
+
+def attention_entry(
+    key: str, options: dict[str, Any] | None = None, label: str | None = None, placement: str | None = None
+) -> AttentionEntry:
+    """A validated attention entry: known key, known options, known placement."""
+    from attnbench.backbones import PLACEMENTS
+    from attnbench.modules import BASELINE, get_attention
+
+    options = options or {}
+    if key == BASELINE:
+        if options or placement:
+            raise ConfigError(f"attention {BASELINE!r} (the baseline) takes no options or placement")
+        return AttentionEntry(key, label or BASELINE)
+    spec = get_attention(key)
+    spec.resolve_options(options)
+    if placement is not None:
+        PLACEMENTS.get(placement)
+    return AttentionEntry(
+        key=key,
+        label=label or default_label(key, options, spec.defaults),
+        options=tuple(sorted(options.items())),
+        placement=placement,
+    )
+
+
+def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntry, ...]:
+    from attnbench.modules import ATTENTION
+
+    where = grid.where("attention")
+    if not values:
+        raise ConfigError(f"{where}: must not be empty")
+    entries: list[AttentionEntry] = []
+    named = {value for value in values if isinstance(value, str)}
+    for value in values:
+        try:
+            if value == "*":
+                entries.extend(attention_entry(key) for key in ATTENTION.names() if key not in named)
+            elif isinstance(value, str):
+                entries.append(attention_entry(value))
+            elif isinstance(value, dict):
+                options = dict(value)
+                key = options.pop("name", None)
+                if not isinstance(key, str):
+                    raise ConfigError("an inline attention table needs a string 'name'")
+                label = options.pop("label", None)
+                placement = options.pop("placement", None)
+                if label is not None and not isinstance(label, str):
+                    raise ConfigError(f"label must be a string, got {label!r}")
+                entries.append(attention_entry(key, options, label, placement))
+            else:
+                raise ConfigError(
+                    f"expected a registry key or an inline table {{ name = ... }}, got {value!r}"
+                )
+        except AttnbenchError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    labels = [entry.label for entry in entries]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: label {duplicates[0]!r} appears twice; give one a `label`")
+    return tuple(entries)
+
+
+def suite_to_dict(suite: SuiteSpec) -> dict[str, Any]:
+    """The resolved suite as plain data, stored in meta.json."""
+    grid = asdict(suite.grid)
+    grid["attention"] = [
+        {"name": e.key, "label": e.label, "options": dict(e.options), "placement": e.placement}
+        for e in suite.grid.attention
+    ]
+    return {
+        "name": suite.name,
+        "description": suite.description,
+        "metrics": list(suite.metrics),
+        "grid": grid,
+        "timing": asdict(suite.timing),
+        "source": str(suite.source) if suite.source else None,
+    }
+
+
+def filter_suite(
+    suite: SuiteSpec,
+    backbones: list[str] | None = None,
+    attention: list[str] | None = None,
+    device: str | None = None,
+) -> SuiteSpec:
+    """The suite narrowed to some backbones or attention keys/labels, or moved to another device."""
+    grid = suite.grid
+    if backbones:
+        unknown = [b for b in backbones if b not in grid.backbones]
+        if unknown:
+            raise ConfigError(
+                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; "
+                f"accepted: {', '.join(grid.backbones)}"
+            )
+        grid = replace(grid, backbones=tuple(b for b in grid.backbones if b in backbones))
+    if attention:
+        names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
+        unknown = [a for a in attention if a not in names]
+        if unknown:
+            raise ConfigError(
+                f"--attention {unknown[0]!r} is not in suite {suite.name!r}; "
+                f"accepted: {', '.join(e.label for e in grid.attention)}"
+            )
+        labels = {e.label for e in grid.attention}
+        # A name that is some entry's label picks that entry only; otherwise it picks every entry of that key.
+        grid = replace(
+            grid,
+            attention=tuple(
+                e for e in grid.attention
+                if e.label in attention or (e.key in attention and e.key not in labels)
+            ),
+        )
+    if device:
+        if device not in DEVICES:
+            raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")
+        grid = replace(grid, device=device)
+    narrowed = replace(suite, grid=grid)
+    return replace(narrowed, raw=suite_to_dict(narrowed))
+
+
+def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:
+    """Every case of the suite, backbone-major so that each model is built once per attention entry."""
+    grid = suite.grid
+    return [
+        CaseSpec(backbone, entry, batch, resolution, dtype, mode, device)
+        for backbone, entry, batch, resolution, dtype, mode in product(
+            grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes
+        )
+    ]

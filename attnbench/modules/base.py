@@ -1,0 +1,123 @@
+"""Registry entries for attention modules: paper facts, default placement, options and formula."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from attnbench.errors import OptionError
+from attnbench.registry import Registry, close_matches
+
+BASELINE = "none"
+"""The key of the unmodified backbone that every module is compared with."""
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    venue: str
+    year: int
+    url: str
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Everything attnbench knows about one attention key."""
+
+    key: str
+    cls: type[nn.Module]
+    paper: Paper
+    placement: str
+    params: Callable[..., int]
+    formula: str
+    notes: str = ""
+    gate: bool = True
+    """True when the module maps x to a tensor of x's shape (every module but conv replacements)."""
+    min_spatial: int = 1
+    """The smallest H and W the module is defined on (covariance needs more than one position)."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with `options`; unknown option names are refused."""
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            name = unknown[0]
+            hint = close_matches(name, list(self.defaults))
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            accepted = ", ".join(self.defaults) or "none"
+            raise OptionError(
+                f"attention {self.key!r} has no option {name!r}{suggestion}; accepted: {accepted}"
+            )
+        return {**self.defaults, **options}
+
+    def build(self, channels: int, **options: Any) -> nn.Module:
+        return self.cls(channels, **self.resolve_options(options))
+
+    def param_count(self, channels: int, **options: Any) -> int:
+        """The analytic parameter count of one instance at `channels` input channels."""
+        return int(self.params(channels, **self.resolve_options(options)))
+
+
+ATTENTION: Registry[AttentionSpec] = Registry("attention")
+
+
+def _constructor_defaults(cls: type[nn.Module]) -> dict[str, Any]:
+    signature = inspect.signature(cls.__init__)
+    parameters = list(signature.parameters.values())[2:]  # self, channels
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def attention(
+    key: str,
+    *,
+    paper: Paper,
+    placement: str,
+    params: Callable[..., int],
+    formula: str,
+    notes: str = "",
+    gate: bool = True,
+    min_spatial: int = 1,
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator that registers an attention module under `key`.
+
+    The options and their defaults are read from the constructor, whose first argument is `channels`.
+    """
+
+    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        spec = AttentionSpec(
+            key=key,
+            cls=cls,
+            paper=paper,
+            placement=placement,
+            params=params,
+            formula=formula,
+            notes=notes,
+            gate=gate,
+            min_spatial=min_spatial,
+            defaults=_constructor_defaults(cls),
+        )
+        ATTENTION.add(key, spec)
+        return cls
+
+    return decorate
+
+
+def get_attention(key: str) -> AttentionSpec:
+    return ATTENTION.get(key)
+
+
+def hidden_units(channels: int, reduction: int, key: str) -> int:
+    """C // r for bottleneck MLPs; refuses a reduction that leaves no hidden unit."""
+    if reduction < 1:
+        raise OptionError(f"attention {key!r}: reduction must be a positive integer, got {reduction}")
+    hidden = channels // reduction
+    if hidden < 1:
+        raise OptionError(
+            f"attention {key!r}: reduction {reduction} leaves no hidden unit at {channels} channels; "
+            f"accepted: reduction <= {channels}"
+        )
+    return hidden
