@@ -77,6 +77,8 @@ CASE_COLUMNS = [
 ]
 SAMPLE_COLUMNS = ["case_id", "repeat", "latency_ms", "wall_ms"]
 STATUSES = ("ok", "oom", "error", "skipped", "timeout")
+REQUIRED_CASE_COLUMNS = [*CASE_COLUMNS[: CASE_COLUMNS.index("device") + 1], "status", "error"]
+"""A run missing these cannot be read; any later column may be absent (a metric added since) and reads as empty."""
 
 
 def utc_now() -> str:
@@ -204,12 +206,12 @@ def read_run(path: Path) -> Run:
             f"{path}: results schema {version} is newer than this attnbench reads ({SCHEMA_VERSION}); "
             "upgrade attnbench"
         )
-    cases = _read_csv(path / CASES_FILE, CASE_COLUMNS)
-    samples = _read_csv(path / SAMPLES_FILE, SAMPLE_COLUMNS)
+    cases = _read_csv(path / CASES_FILE, REQUIRED_CASE_COLUMNS, CASE_COLUMNS)
+    samples = _read_csv(path / SAMPLES_FILE, SAMPLE_COLUMNS[:3], SAMPLE_COLUMNS)
     return Run(path, meta, cases, samples)
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, required: list[str], columns: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise ResultsError(f"{path}: missing")
     try:
@@ -218,10 +220,10 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
         raise ResultsError(f"{path}: corrupted CSV ({error})") from None
     except pd.errors.EmptyDataError:
         raise ResultsError(f"{path}: empty, expected a header row") from None
-    missing = [column for column in columns if column not in frame.columns]
+    missing = [column for column in required if column not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: missing columns {', '.join(missing)}")
-    return frame
+    return frame.reindex(columns=[*columns, *(c for c in frame.columns if c not in columns)])
 
 
 def find_runs(root: Path) -> list[Path]:

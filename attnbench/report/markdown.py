@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from attnbench.errors import ResultsError
+from attnbench.registry import Registry
 from attnbench.report.tables import problem_cases, summary_table
 from attnbench.results import Run, find_runs, read_run
+
+Section = Callable[[Run], "str | None"]
+SECTIONS: Registry[Section] = Registry("report section")
+"""Extra per-run sections (formula verification, paper reproduction, ...): Markdown, or None when the
+run has no data for them. Registered with `@SECTIONS.register(title)` in their own files."""
 
 HEADERS = {
     "batch_size": "batch",
@@ -69,6 +76,10 @@ def suite_section(run: Run) -> str:
         table["macs"] = table["macs"] / 1e9
     if not table.empty:
         lines += [markdown_table(table), ""]
+    for title, render_section in SECTIONS.items():
+        body = render_section(run)
+        if body:
+            lines += [f"### {title}", "", body, ""]
     problems = problem_cases(cases)
     if not problems.empty:
         lines += ["### Cases that did not finish", "", markdown_table(problems), ""]
