@@ -331,6 +331,7 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
                 raise ConfigError(
                     f"{section.where(key)}: {value!r} is not accepted; accepted: {', '.join(accepted)}"
                 )
+    _check_pairs(backbones, entries, min(resolutions), min(batch_sizes), modes, section)
     return GridSpec(
         backbones=backbones,
         attention=entries,
@@ -340,6 +341,30 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
         modes=modes,
         device=section.choice("device", DEVICES, project.device),
     )
+
+
+def _check_pairs(
+    backbones: tuple[str, ...],
+    entries: tuple[AttentionEntry, ...],
+    resolution: int,
+    batch_size: int,
+    modes: tuple[str, ...],
+    section: _Section,
+) -> None:
+    """Every (backbone, attention) pair builds and runs at the grid's smallest size, or the suite is refused."""
+    from attnbench.backbones import check_pair
+    from attnbench.modules import BASELINE
+
+    for backbone in backbones:
+        for entry in entries:
+            if entry.key == BASELINE:
+                continue
+            try:
+                check_pair(
+                    backbone, entry.key, entry.options_dict, entry.placement, resolution, batch_size, modes
+                )
+            except AttnbenchError as error:
+                raise ConfigError(f"{section.where('attention')}: {error}") from None
 
 
 def default_label(key: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -354,7 +379,7 @@ def attention_entry(
     key: str, options: dict[str, Any] | None = None, label: str | None = None, placement: str | None = None
 ) -> AttentionEntry:
     """A validated attention entry: known key, known options, known placement."""
-    from attnbench.backbones import PLACEMENTS
+    from attnbench.backbones import check_placement
     from attnbench.modules import BASELINE, get_attention
 
     options = options or {}
@@ -365,7 +390,7 @@ def attention_entry(
     spec = get_attention(key)
     spec.resolve_options(options)
     if placement is not None:
-        PLACEMENTS.get(placement)
+        check_placement(spec, placement)
     return AttentionEntry(
         key=key,
         label=label or default_label(key, options, spec.defaults),

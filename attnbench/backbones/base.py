@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from attnbench.errors import OptionError
-from attnbench.modules import BASELINE, get_attention
+from attnbench.modules import BASELINE, AttentionSpec, get_attention
 from attnbench.registry import Registry
 
 
@@ -23,12 +23,26 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class Site:
-    """One inserted attention instance: where it sits and what it receives."""
+    """One insertion point: where it sits and what it receives.
+
+    Under `shared_per_stage` several sites hold the same module object; `BuiltModel.attention_modules`
+    lists each module once.
+    """
 
     path: str
     stage: str
     channels: int
     module: nn.Module
+
+
+@dataclass(frozen=True)
+class PlacementTraits:
+    """What a placement asks of the module it places, checked before any model is built."""
+
+    replaces_conv: bool = False
+    """The module stands in for a convolution (SK) instead of gating a tensor of its own shape."""
+    resets_state: bool = False
+    """The placement resets a stateful module (one with `reset_state()`) before each pass (DIA)."""
 
 
 ModuleFactory = Callable[..., nn.Module]
@@ -37,6 +51,9 @@ PlacementPolicy = Callable[[nn.Module, ModuleFactory], list[Site]]
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 PLACEMENTS: Registry[dict[str, PlacementPolicy]] = Registry("placement")
+PLACEMENT_TRAITS: dict[str, PlacementTraits] = {}
+PLACEMENT_FALLBACKS: dict[tuple[str, str], str] = {}
+"""(paper placement, family) -> the placement a module's default becomes in a family that lacks it."""
 
 
 def backbone(name: str, *, family: str, min_resolution: int = 32):
@@ -49,16 +66,32 @@ def backbone(name: str, *, family: str, min_resolution: int = 32):
     return decorate
 
 
-def placement(name: str, family: str):
-    """Decorator registering the policy `name` for one backbone family."""
+def placement(name: str, family: str, *, replaces_conv: bool = False, resets_state: bool = False):
+    """Decorator registering the policy `name` for one backbone family.
+
+    Every family registering `name` must declare the same traits: they describe the placement, not the family.
+    """
+    traits = PlacementTraits(replaces_conv, resets_state)
 
     def decorate(policy: PlacementPolicy) -> PlacementPolicy:
         if name not in PLACEMENTS:
             PLACEMENTS.add(name, {})
+        if PLACEMENT_TRAITS.setdefault(name, traits) != traits:
+            raise ValueError(f"placement {name!r} is registered with conflicting traits")
         PLACEMENTS.get(name)[family] = policy
         return policy
 
     return decorate
+
+
+def placement_fallback(paper_placement: str, *, family: str, use: str) -> None:
+    """In `family`, a module whose paper placement is `paper_placement` defaults to `use` instead.
+
+    For placements that only exist in one family: Coordinate Attention's `expanded` needs MobileNetV2's
+    expansion layer, and its authors used block placement in ResNets. Only defaults fall back; a suite
+    that asks for `paper_placement` explicitly still gets the error.
+    """
+    PLACEMENT_FALLBACKS[(paper_placement, family)] = use
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -78,6 +111,46 @@ def placement_policy(name: str, family: str, backbone_name: str) -> PlacementPol
     return by_family[family]
 
 
+def resolve_placement(backbone_name: str, attention: AttentionSpec, requested: str | None = None) -> str:
+    """The requested placement, else the module's paper placement, through the family's fallbacks."""
+    if requested is not None:
+        return requested
+    family = get_backbone(backbone_name).family
+    default = attention.placement
+    if family not in PLACEMENTS.get(default):
+        return PLACEMENT_FALLBACKS.get((default, family), default)
+    return default
+
+
+def is_stateful(attention: AttentionSpec) -> bool:
+    """Modules that carry state across calls (DIA's LSTM cell) expose `reset_state()`."""
+    return callable(getattr(attention.cls, "reset_state", None))
+
+
+def check_placement(attention: AttentionSpec, name: str) -> None:
+    """Refuses a placement that cannot hold this kind of module, whatever the backbone."""
+    PLACEMENTS.get(name)
+    traits = PLACEMENT_TRAITS[name]
+    if traits.replaces_conv and attention.gate:
+        accepted = sorted(p for p, t in PLACEMENT_TRAITS.items() if not t.replaces_conv)
+        raise OptionError(
+            f"placement {name!r} replaces a convolution, and {attention.key!r} is a gate that keeps its "
+            f"input's shape; accepted: {', '.join(accepted)}"
+        )
+    if not traits.replaces_conv and not attention.gate:
+        accepted = sorted(p for p, t in PLACEMENT_TRAITS.items() if t.replaces_conv)
+        raise OptionError(
+            f"{attention.key!r} replaces a convolution, it cannot sit at placement {name!r}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+    if is_stateful(attention) and not traits.resets_state:
+        accepted = sorted(p for p, t in PLACEMENT_TRAITS.items() if t.resets_state)
+        raise OptionError(
+            f"{attention.key!r} keeps state across blocks and needs a placement that resets it; "
+            f"accepted: {', '.join(accepted)}"
+        )
+
+
 @dataclass
 class BuiltModel:
     model: nn.Module
@@ -85,7 +158,9 @@ class BuiltModel:
 
     @property
     def attention_modules(self) -> list[nn.Module]:
-        return [site.module for site in self.sites]
+        """Each inserted module once, in site order (shared modules appear at several sites)."""
+        unique = {id(site.module): site.module for site in self.sites}
+        return list(unique.values())
 
 
 def build_model(
@@ -101,6 +176,8 @@ def build_model(
         return BuiltModel(model, [])
     attention_spec = get_attention(attention_key)
     resolved = attention_spec.resolve_options(options or {})
-    policy = placement_policy(placement_name or attention_spec.placement, spec.family, backbone_name)
+    name = resolve_placement(backbone_name, attention_spec, placement_name)
+    check_placement(attention_spec, name)
+    policy = placement_policy(name, spec.family, backbone_name)
     sites = policy(model, lambda channels, **site: attention_spec.cls(channels, **site, **resolved))
     return BuiltModel(model, sites)

@@ -1,0 +1,146 @@
+"""Suite-time check that an (backbone, attention, placement) pair can be built and run, with the reason if not.
+
+Cheap by construction: the backbone is built on the meta device (no weights allocated), the placement
+policy fills it with probes that record the tensor each site receives, and one meta forward pass yields
+every site's input shape. Only the attention modules themselves are then built, once per distinct site
+shape, and run on small random tensors of those shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnbench.backbones.base import (
+    check_placement,
+    get_backbone,
+    is_stateful,
+    placement_policy,
+    resolve_placement,
+)
+from attnbench.errors import AttnbenchError, OptionError
+from attnbench.modules import AttentionSpec, get_attention
+
+
+@dataclass(frozen=True)
+class ProbedSite:
+    """What one site receives: channels, site keywords (e.g. SK's stride) and the input shape."""
+
+    path: str
+    channels: int
+    site: tuple[tuple[str, Any], ...]
+    shape: tuple[int, ...]
+
+    @property
+    def stride(self) -> int:
+        return dict(self.site).get("stride", 1)
+
+
+class _Probe(nn.Module):
+    """Stands in for an attention module: records its inputs; a conv replacement applies its stride."""
+
+    def __init__(self, channels: int, **site: Any):
+        super().__init__()
+        self.channels, self.site, self.shapes = channels, tuple(sorted(site.items())), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        stride = dict(self.site).get("stride", 1)
+        return x[:, :, ::stride, ::stride]  # a padded 3x3 conv's output size
+
+
+@lru_cache(maxsize=64)
+def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tuple[ProbedSite, ...]:
+    """Every site of `placement_name` in `backbone_name` with the shape it receives at batch 1."""
+    spec = get_backbone(backbone_name)
+    policy = placement_policy(placement_name, spec.family, backbone_name)
+    with torch.device("meta"):
+        model = spec.build()
+        sites = policy(model, _Probe)
+        model.eval()
+        model(torch.empty(1, 3, resolution, resolution))
+    probed = []
+    for site in sites:
+        probe = site.module
+        for shape in dict.fromkeys(probe.shapes):  # a shared probe sees one shape per use
+            probed.append(ProbedSite(site.path, probe.channels, probe.site, shape))
+    return tuple(dict.fromkeys(probed))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else ""
+    return message if isinstance(error, AttnbenchError) else f"{type(error).__name__}: {message}"
+
+
+def _expected_shape(attention: AttentionSpec, site: ProbedSite, batch: int) -> tuple[int, ...]:
+    _, channels, height, width = site.shape
+    if attention.gate:
+        return (batch, channels, height, width)
+    return (batch, channels, -(-height // site.stride), -(-width // site.stride))
+
+
+def _run_module(
+    attention: AttentionSpec, options: dict[str, Any], site: ProbedSite, batch: int, modes: tuple[str, ...]
+) -> None:
+    module = attention.cls(site.channels, **dict(site.site), **options)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((batch, *site.shape[1:]), generator=generator)
+    for mode in modes:
+        module.train(mode == "train")
+        if is_stateful(attention):
+            module.reset_state()
+        with torch.no_grad():
+            out = module(x)
+        expected = _expected_shape(attention, site, batch)
+        if tuple(out.shape) != expected:
+            raise OptionError(f"returned shape {tuple(out.shape)} for input {tuple(x.shape)}, expected {expected}")
+
+
+def check_pair(
+    backbone_name: str,
+    attention_key: str,
+    options: dict[str, Any] | None = None,
+    placement_name: str | None = None,
+    resolution: int = 64,
+    batch_size: int = 1,
+    modes: tuple[str, ...] = ("eval",),
+) -> str:
+    """Returns the placement used, or raises OptionError with a one-line reason the pair cannot run.
+
+    `resolution` and `batch_size` should be the smallest of a grid: the constraints checked here (feature
+    maps too small for a module, BatchNorm over a single value in train mode) only get worse below them.
+    """
+    attention = get_attention(attention_key)
+    resolved = attention.resolve_options(options or {})
+    name = resolve_placement(backbone_name, attention, placement_name)
+    where = f"{attention_key} in {backbone_name} at placement {name!r}"
+    try:
+        check_placement(attention, name)
+        sites = probe_sites(backbone_name, name, resolution)
+    except OptionError as error:
+        raise OptionError(f"{where}: {error}") from None
+    tried: set[tuple] = set()
+    for site in sites:
+        height, width = site.shape[2:]
+        if min(height, width) < attention.min_spatial:
+            raise OptionError(
+                f"{where}: needs feature maps of at least {attention.min_spatial}x{attention.min_spatial}, "
+                f"{site.path} gets {height}x{width} at resolution {resolution}; use a larger resolution"
+            )
+        key = (site.channels, site.site, site.shape)
+        if key in tried:
+            continue
+        tried.add(key)
+        try:
+            _run_module(attention, resolved, site, batch_size, modes)
+        except Exception as error:  # any failure of the module at this site is the reason to report
+            raise OptionError(
+                f"{where}: fails at {site.path} ({site.channels} channels, {height}x{width}, batch "
+                f"{batch_size}): {_first_line(error)}"
+            ) from None
+    return name
