@@ -6,6 +6,8 @@ nn.Sequential, or takes a layer's place, so the block definitions stay torchvisi
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -18,31 +20,9 @@ RESNET = "resnet"
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 MIN_RESOLUTION = 32
 """The network downsamples 32x: 32 px is the smallest input that leaves layer4 a 1x1 map."""
-
-
-@backbone("resnet18", family=RESNET, min_resolution=MIN_RESOLUTION)
-def resnet18() -> nn.Module:
-    return models.resnet18(weights=None)
-
-
-@backbone("resnet34", family=RESNET, min_resolution=MIN_RESOLUTION)
-def resnet34() -> nn.Module:
-    return models.resnet34(weights=None)
-
-
-@backbone("resnet50", family=RESNET, min_resolution=MIN_RESOLUTION)
-def resnet50() -> nn.Module:
-    return models.resnet50(weights=None)
-
-
-@backbone("resnet101", family=RESNET, min_resolution=MIN_RESOLUTION)
-def resnet101() -> nn.Module:
-    return models.resnet101(weights=None)
-
-
-@backbone("resnext50_32x4d", family=RESNET, min_resolution=MIN_RESOLUTION)
-def resnext50_32x4d() -> nn.Module:
-    return models.resnext50_32x4d(weights=None)
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d")
+for _name in RESNETS:
+    backbone(_name, family=RESNET, min_resolution=MIN_RESOLUTION)(partial(getattr(models, _name), weights=None))
 
 
 # Coordinate Attention's paper placement (`expanded`) needs an expansion layer; in ResNets its authors
