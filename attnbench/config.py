@@ -331,10 +331,10 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
                 raise ConfigError(
                     f"{section.where(key)}: {value!r} is not accepted; accepted: {', '.join(accepted)}"
                 )
-    _check_pairs(backbones, entries, min(resolutions), min(batch_sizes), modes, section)
+    entries = _runnable_entries(backbones, entries, min(resolutions), min(batch_sizes), modes, section)
     return GridSpec(
         backbones=backbones,
-        attention=entries,
+        attention=tuple(entry for entry, _ in entries),
         batch_sizes=batch_sizes,
         resolutions=resolutions,
         dtypes=dtypes,
@@ -343,28 +343,38 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
     )
 
 
-def _check_pairs(
+def _runnable_entries(
     backbones: tuple[str, ...],
-    entries: tuple[AttentionEntry, ...],
+    entries: tuple[tuple[AttentionEntry, bool], ...],
     resolution: int,
     batch_size: int,
     modes: tuple[str, ...],
     section: _Section,
-) -> None:
-    """Every (backbone, attention) pair builds and runs at the grid's smallest size, or the suite is refused."""
+) -> tuple[tuple[AttentionEntry, bool], ...]:
+    """Every (backbone, attention) pair must build and run at the grid's smallest size.
+
+    A module named in the suite that cannot is a one-line error with the reason; one that only came in
+    through `"*"` is left out, so `"*"` means every registered module that runs in all the grid's backbones.
+    """
     from attnbench.backbones import check_pair
     from attnbench.modules import BASELINE
 
-    for backbone in backbones:
-        for entry in entries:
-            if entry.key == BASELINE:
-                continue
-            try:
-                check_pair(
-                    backbone, entry.key, entry.options_dict, entry.placement, resolution, batch_size, modes
-                )
-            except AttnbenchError as error:
+    kept = []
+    for entry, starred in entries:
+        try:
+            for backbone in backbones:
+                if entry.key != BASELINE:
+                    check_pair(
+                        backbone, entry.key, entry.options_dict, entry.placement, resolution, batch_size, modes
+                    )
+        except AttnbenchError as error:
+            if not starred:
                 raise ConfigError(f"{section.where('attention')}: {error}") from None
+            continue
+        kept.append((entry, starred))
+    if not kept:
+        raise ConfigError(f"{section.where('attention')}: no module of '*' runs in {', '.join(backbones)}")
+    return tuple(kept)
 
 
 def default_label(key: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -399,7 +409,8 @@ def attention_entry(
     )
 
 
-def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntry, ...]:
+def _attention_entries(values: list[Any], grid: _Section) -> tuple[tuple[AttentionEntry, bool], ...]:
+    """The grid's attention entries, each with whether it came in through `"*"`."""
     from attnbench.modules import ATTENTION
 
     where = grid.where("attention")
@@ -407,9 +418,11 @@ def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntr
         raise ConfigError(f"{where}: must not be empty")
     entries: list[AttentionEntry] = []
     named = {value for value in values if isinstance(value, str)}
+    starred: set[str] = set()
     for value in values:
         try:
             if value == "*":
+                starred.update(key for key in ATTENTION.names() if key not in named)
                 entries.extend(attention_entry(key) for key in ATTENTION.names() if key not in named)
             elif isinstance(value, str):
                 entries.append(attention_entry(value))
@@ -433,7 +446,7 @@ def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntr
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ConfigError(f"{where}: label {duplicates[0]!r} appears twice; give one a `label`")
-    return tuple(entries)
+    return tuple((entry, entry.label in starred) for entry in entries)
 
 
 def suite_to_dict(suite: SuiteSpec) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class ProbedSite:
         return dict(self.site).get("stride", 1)
 
 
-class _Probe(nn.Module):
+class Probe(nn.Module):
     """Stands in for an attention module: records its inputs; a conv replacement applies its stride."""
 
     def __init__(self, channels: int, **site: Any):
@@ -60,7 +60,7 @@ def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tup
     policy = placement_policy(placement_name, spec.family, backbone_name)
     with torch.device("meta"):
         model = spec.build()
-        sites = policy(model, _Probe)
+        sites = policy(model, Probe)
         model.eval()
         model(torch.empty(1, 3, resolution, resolution))
     probed = []
