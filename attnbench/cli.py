@@ -50,14 +50,30 @@ def project_of(args: argparse.Namespace) -> ProjectConfig:
     return load_project(Path(args.config) if args.config else None)
 
 
+LISTED_CHANNELS = 256
+"""The channel count at which `list attention` evaluates each formula (a ResNet-50 layer1 block)."""
+
+
 @LISTINGS.register("attention")
 def _list_attention(project: ProjectConfig) -> Table:
     from attnbench.modules import ATTENTION
 
-    table = Table("key", "paper", "venue", "year", "placement", "default options", "params formula")
+    table = Table(show_lines=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("paper", max_width=32)
+    table.add_column("venue", no_wrap=True)
+    table.add_column("placement", no_wrap=True)
+    table.add_column("default options", no_wrap=True)  # one option a line keeps each name=value whole
+    table.add_column("params formula", max_width=30)
+    table.add_column(f"params at C={LISTED_CHANNELS}", justify="right", no_wrap=True)
     for key, spec in ATTENTION.items():
-        options = ", ".join(f"{name}={value!r}" for name, value in spec.defaults.items())
-        table.add_row(key, spec.paper.title, spec.paper.venue, str(spec.paper.year), spec.placement, options, spec.formula)
+        options = "\n".join(f"{name}={value!r}" for name, value in spec.defaults.items()) or "-"
+        try:
+            params = f"{spec.param_count(LISTED_CHANNELS):,}"
+        except AttnbenchError:
+            params = "-"
+        venue = f"{spec.paper.venue} {spec.paper.year}"
+        table.add_row(key, spec.paper.title, venue, spec.placement, options, spec.formula, params)
     return table
 
 
