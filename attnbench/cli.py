@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attnbench.config import ProjectConfig, filter_suite, list_suites, load_project, load_suite
+from attnbench.config import ProjectConfig, expand_grid, filter_suite, list_suites, load_project, load_suite
 from attnbench.errors import AttnbenchError, UsageError
 from attnbench.registry import Registry
 
@@ -93,11 +93,7 @@ def _list_suites(project: ProjectConfig) -> Table:
     table = Table("suite", "description", "metrics", "cases")
     for name in list_suites(project):
         suite = load_suite(name, project)
-        grid = suite.grid
-        count = (
-            len(grid.backbones) * len(grid.attention) * len(grid.batch_sizes)
-            * len(grid.resolutions) * len(grid.dtypes) * len(grid.modes)
-        )
+        count = len(expand_grid(suite, suite.grid.device))
         table.add_row(name, suite.description, ", ".join(suite.metrics), str(count))
     return table
 

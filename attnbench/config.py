@@ -53,10 +53,16 @@ class AttentionEntry:
     label: str
     options: tuple[tuple[str, Any], ...] = ()
     placement: str | None = None
+    backbones: tuple[str, ...] = ()
+    """Only these backbones of the grid (empty: all of them), for modules whose reference configuration
+    exists in some backbones only (SK in ResNeXt, ECA's per-backbone released kernels)."""
 
     @property
     def options_dict(self) -> dict[str, Any]:
         return dict(self.options)
+
+    def applies_to(self, backbone: str) -> bool:
+        return not self.backbones or backbone in self.backbones
 
 
 @dataclass(frozen=True)
@@ -368,8 +374,14 @@ def _runnable_entries(
 
     kept = []
     for entry, starred in entries:
+        outside = [b for b in entry.backbones if b not in backbones]
+        if outside:
+            raise ConfigError(
+                f"{section.where('attention')}: {entry.label} names backbone {outside[0]!r}, which is not in "
+                f"the grid; accepted: {', '.join(backbones)}"
+            )
         try:
-            for backbone in backbones:
+            for backbone in filter(entry.applies_to, backbones):
                 if entry.key != BASELINE:
                     check_pair(
                         backbone, entry.key, entry.options_dict, entry.placement, resolution, batch_size, modes
@@ -454,9 +466,13 @@ def _attention_entries(values: list[Any], grid: _Section) -> tuple[tuple[Attenti
                     raise ConfigError("an inline attention table needs a string 'name'")
                 label = options.pop("label", None)
                 placement = options.pop("placement", None)
+                only = options.pop("backbones", [])
                 if label is not None and not isinstance(label, str):
                     raise ConfigError(f"label must be a string, got {label!r}")
-                entries.append(attention_entry(key, options, label, placement))
+                if not isinstance(only, list) or not all(isinstance(b, str) for b in only):
+                    raise ConfigError(f"backbones must be a list of backbone names, got {only!r}")
+                entry = attention_entry(key, options, label, placement)
+                entries.append(replace(entry, backbones=tuple(only)))
             else:
                 raise ConfigError(
                     f"expected a registry key or an inline table {{ name = ... }}, got {value!r}"
@@ -488,6 +504,8 @@ def _entry_to_table(entry: AttentionEntry) -> dict[str, Any]:
     table: dict[str, Any] = {"name": entry.key, "label": entry.label, **dict(entry.options)}
     if entry.placement:
         table["placement"] = entry.placement
+    if entry.backbones:
+        table["backbones"] = list(entry.backbones)
     return table
 
 
@@ -541,4 +559,5 @@ def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:
         for backbone, entry, batch, resolution, dtype, mode in product(
             grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes
         )
+        if entry.applies_to(backbone)
     ]

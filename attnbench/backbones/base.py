@@ -46,7 +46,8 @@ class PlacementTraits:
 
 
 ModuleFactory = Callable[..., nn.Module]
-"""make(channels, **site): site keywords carry what a policy knows of the spot, e.g. SK's `stride`."""
+"""make(channels, **site): site keywords carry what a policy knows of the spot, e.g. SK's `stride`; they
+take precedence over the module's options of the same name (a suite cannot set them, see check_pair)."""
 PlacementPolicy = Callable[[nn.Module, ModuleFactory], list[Site]]
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -179,5 +180,5 @@ def build_model(
     name = resolve_placement(backbone_name, attention_spec, placement_name)
     check_placement(attention_spec, name)
     policy = placement_policy(name, spec.family, backbone_name)
-    sites = policy(model, lambda channels, **site: attention_spec.cls(channels, **site, **resolved))
+    sites = policy(model, lambda channels, **site: attention_spec.cls(channels, **{**resolved, **site}))
     return BuiltModel(model, sites)

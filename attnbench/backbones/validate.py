@@ -87,7 +87,7 @@ def _expected_shape(attention: AttentionSpec, site: ProbedSite, batch: int) -> t
 def _run_module(
     attention: AttentionSpec, options: dict[str, Any], site: ProbedSite, batch: int, modes: tuple[str, ...]
 ) -> None:
-    module = attention.cls(site.channels, **dict(site.site), **options)
+    module = attention.cls(site.channels, **{**options, **dict(site.site)})
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((batch, *site.shape[1:]), generator=generator)
     for mode in modes:
@@ -124,6 +124,9 @@ def check_pair(
         sites = probe_sites(backbone_name, name, resolution)
     except OptionError as error:
         raise OptionError(f"{where}: {error}") from None
+    owned = sorted(set(options or {}) & {name for site in sites for name, _ in site.site})
+    if owned:
+        raise OptionError(f"{where}: option {owned[0]!r} is set by the placement at each site, not by the suite")
     tried: set[tuple] = set()
     for site in sites:
         height, width = site.shape[2:]
