@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+
+import pandas as pd
 
 import pytest
 import torch
@@ -272,9 +275,14 @@ EXPECTED_REJECTIONS = {
     ("mobilenet_v2", "gsop"): "placement 'stage_end' does not apply to backbone 'mobilenet_v2'",
     ("mobilenet_v2", "bam"): "placement 'between_stages' does not apply to backbone 'mobilenet_v2'",
     ("mobilenet_v2", "dia"): "placement 'shared_per_stage' does not apply to backbone 'mobilenet_v2'",
-    ("mobilenet_v2", "fca"): "fails at features.2.conv.4 (24 channels",
+    ("mobilenet_v2", "fca"): "24 channels do not split into 16 frequency groups",
 }
 PAIRS = [(b, k) for b in sorted(TORCHVISION_PARAMS) for k in ATTENTION.names()]
+
+
+def resolution_for(key: str) -> int:
+    """The smallest multiple of 32 px whose last stage still has the module's minimum map size (at least 2)."""
+    return 32 * max(2, get_attention(key).min_spatial)
 
 
 def test_expected_rejections_name_registered_modules():
@@ -300,10 +308,10 @@ def test_every_default_pair_builds_or_is_rejected_with_its_reason(backbone, key)
     expected = EXPECTED_REJECTIONS.get((backbone, key))
     if expected:
         with pytest.raises(OptionError) as error:
-            check_pair(backbone, key, resolution=SMALL)
+            check_pair(backbone, key, resolution=resolution_for(key))
         assert expected in str(error.value) and "\n" not in str(error.value)
         return
-    check_pair(backbone, key, resolution=SMALL)
+    check_pair(backbone, key, resolution=resolution_for(key))
     with torch.device("meta"):
         built = build_model(backbone, key)
     assert built.sites
@@ -325,5 +333,93 @@ def test_default_pair_forward_pass(backbone, key):
     built = build_model(backbone, key)
     built.model.eval()
     with torch.no_grad():
-        out = built.model(torch.randn(1, 3, SMALL, SMALL))
+        size = resolution_for(key)
+        out = built.model(torch.randn(1, 3, size, size))
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+# --- paper reproduction ------------------------------------------------------------------------------
+
+from attnbench.config import expand_grid, load_suite, load_project  # noqa: E402
+from attnbench.report.paper import comparison, paper_reproduction, reproduction_table  # noqa: E402
+from attnbench.report.published import PUBLISHED  # noqa: E402
+
+
+def meta_params(backbone: str, key: str, options: dict) -> int:
+    with torch.device("meta"):
+        return count(build_model(backbone, key, options).model)
+
+
+@pytest.mark.parametrize("entry", PUBLISHED, ids=[entry.model for entry in PUBLISHED])
+def test_reference_configurations_reproduce_their_published_totals(entry):
+    row = comparison(entry, meta_params(entry.backbone, entry.attention, dict(entry.options)))
+    # Only totals whose difference the data explains may miss.
+    assert row["reproduces"] == ("no" if entry.note else "yes"), row
+
+
+def test_every_published_total_is_measured_by_the_paper_tables_suite():
+    from pathlib import Path
+
+    suite = load_suite("paper-tables", load_project(Path(__file__).parents[1] / "attnbench.toml"))
+    cases = {(case.backbone, case.attention.label) for case in expand_grid(suite, "cpu")}
+    for entry in PUBLISHED:
+        assert (entry.backbone, comparison(entry, 0)["attention"]) in cases
+    assert suite.metrics == ("complexity",) and suite.grid.batch_sizes == (1,) and suite.grid.resolutions == (224,)
+
+
+def test_comparison_at_published_precision_and_units():
+    eca = next(e for e in PUBLISHED if e.model.startswith("ECA-Net50"))
+    assert comparison(eca, 25_557_032)["measured"] == "24.37 Mi"  # 1024-based: 25,557,032 / 2^20
+    se = next(e for e in PUBLISHED if e.model == "SE-ResNet-50")
+    assert comparison(se, 28_088_024)["reproduces"] == "yes"
+    assert comparison(se, 28_071_976)["difference"] == "-0.02"  # the bias-free ablation configuration
+
+
+def test_paper_section_renders_rows_and_explains_misses():
+    cases = pd.DataFrame(
+        [
+            {"backbone": "resnet50", "attention": "se(bias=True)", "status": "ok", "params": 28_088_024},
+            {"backbone": "resnext50_32x4d", "attention": "cbam", "status": "ok", "params": 27_561_496},
+            {"backbone": "resnet18", "attention": "se", "status": "ok", "params": 11_778_592},
+        ]
+    )
+    table, misses = reproduction_table(cases)
+    assert list(table["model"]) == ["SE-ResNet-50", "ResNeXt-50 + CBAM"]
+    assert [entry.model for entry in misses] == ["ResNeXt-50 + CBAM"]
+    text = paper_reproduction(types.SimpleNamespace(cases=cases))
+    assert "| SE-ResNet-50 | resnet50 | se(bias=True) | 28.09 M | 28.09 M | +0.00 | 28,088,024 | yes |" in text
+    assert "Totals that do not reproduce:\n- ResNeXt-50 + CBAM" in text
+    assert paper_reproduction(types.SimpleNamespace(cases=cases.iloc[2:])) is None
+
+
+def test_zoo_specific_rules():
+    assert resolve_placement("resnet50", get_attention("coord")) == "block"
+    assert resolve_placement("mobilenet_v2", get_attention("coord")) == "expanded"
+    with pytest.raises(OptionError, match="'dia' keeps state across blocks and needs a placement that resets it"):
+        check_pair("resnet50", "dia", placement_name="block")
+    with pytest.raises(OptionError, match="'sk' replaces a convolution, it cannot sit at placement 'block'"):
+        check_pair("resnext50_32x4d", "sk", placement_name="block")
+    with pytest.raises(OptionError, match="option 'stride' is set by the placement"):
+        check_pair("resnext50_32x4d", "sk", {"stride": 2})
+    with pytest.raises(OptionError, match="gsop in resnet50 at placement 'stage_end': needs feature maps of at least 3x3"):
+        check_pair("resnet50", "gsop", resolution=64)
+    with pytest.raises(OptionError, match="fca in resnet18 at placement 'pre_conv': fails at conv1.0 \\(3 channels"):
+        check_pair("resnet18", "fca", placement_name="pre_conv")
+
+
+def test_entry_backbones_restrict_the_grid(project):
+    data = {
+        "grid": {
+            "backbones": ["resnet18", "resnext50_32x4d"],
+            "attention": ["none", {"name": "sk", "backbones": ["resnext50_32x4d"]}],
+            "batch_sizes": [1],
+            "resolutions": [64],
+        }
+    }
+    suite = parse_suite(data, "x.toml", project)
+    assert [(c.backbone, c.attention.key) for c in expand_grid(suite, "cpu")] == [
+        ("resnet18", "none"), ("resnext50_32x4d", "none"), ("resnext50_32x4d", "sk")
+    ]
+    data["grid"]["attention"][1]["backbones"] = ["resnet50"]
+    with pytest.raises(ConfigError, match="sk names backbone 'resnet50', which is not in the grid"):
+        parse_suite(data, "x.toml", project)
