@@ -7,7 +7,7 @@ import io
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from attnbench.errors import ResultsError
 
 SCHEMA_VERSION = 1
 META_FILE, CASES_FILE, SAMPLES_FILE = "meta.json", "cases.csv", "samples.csv"
+SITES_FILE = "attention_sites.csv"
 
 CASE_COLUMNS = [
     # what the case is
@@ -76,6 +77,20 @@ CASE_COLUMNS = [
     "duration_s",
 ]
 SAMPLE_COLUMNS = ["case_id", "repeat", "latency_ms", "wall_ms"]
+SITE_COLUMNS = [
+    "case_id",
+    "backbone",
+    "attention",
+    "path",
+    "stage",
+    "channels",
+    "sites",
+    "formula_params",
+    "counted_params",
+    "ok",
+]
+"""attention_sites.csv: one row per attention instance of a case (the parameter-formula check); `sites`
+is the number of insertion points sharing the instance."""
 STATUSES = ("ok", "oom", "error", "skipped", "timeout")
 REQUIRED_CASE_COLUMNS = [*CASE_COLUMNS[: CASE_COLUMNS.index("device") + 1], "status", "error"]
 """A run missing these cannot be read; any later column may be absent (a metric added since) and reads as empty."""
@@ -159,18 +174,23 @@ class RunWriter:
             _append(self.path / SAMPLES_FILE, SAMPLE_COLUMNS, lines)
         _append(self.path / CASES_FILE, CASE_COLUMNS, _csv_line(CASE_COLUMNS, row))
 
+    def append_sites(self, rows: list[dict[str, Any]]) -> None:
+        """A case's attention instances, in one append; the file appears with the first case that has any."""
+        _append(self.path / SITES_FILE, SITE_COLUMNS, "".join(_csv_line(SITE_COLUMNS, row) for row in rows))
+
     def finish(self, status: str = "complete") -> None:
         self.update_meta(status=status, end_time=utc_now())
 
 
 @dataclass
 class Run:
-    """A run directory read back: meta, cases and raw samples."""
+    """A run directory read back: meta, cases, raw samples and attention instances."""
 
     path: Path
     meta: dict[str, Any]
     cases: pd.DataFrame
     samples: pd.DataFrame
+    sites: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SITE_COLUMNS))
 
     @property
     def run_id(self) -> str:
@@ -208,7 +228,10 @@ def read_run(path: Path) -> Run:
         )
     cases = _read_csv(path / CASES_FILE, REQUIRED_CASE_COLUMNS, CASE_COLUMNS)
     samples = _read_csv(path / SAMPLES_FILE, SAMPLE_COLUMNS[:3], SAMPLE_COLUMNS)
-    return Run(path, meta, cases, samples)
+    sites_path = path / SITES_FILE
+    if not sites_path.exists():  # no case measured complexity
+        return Run(path, meta, cases, samples)
+    return Run(path, meta, cases, samples, _read_csv(sites_path, SITE_COLUMNS, SITE_COLUMNS))
 
 
 def _read_csv(path: Path, required: list[str], columns: list[str]) -> pd.DataFrame:

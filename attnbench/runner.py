@@ -40,9 +40,12 @@ def case_row(case: CaseSpec) -> dict[str, Any]:
 
 
 @dataclass
-class CaseOutcome:
-    case: CaseSpec
+class CaseResult:
+    """A case's row for cases.csv, its raw samples, and its attention instances for attention_sites.csv."""
+
     row: dict[str, Any]
+    samples: list[float] | None = None
+    sites: list[dict[str, Any]] | None = None
 
 
 ProgressCallback = Callable[[int, int, CaseSpec], None]
@@ -67,18 +70,20 @@ class ModelCache:
 
 def run_case(
     case: CaseSpec, metrics: tuple[str, ...], models: ModelCache, context: MeasureContext
-) -> tuple[dict[str, Any], list[float] | None]:
+) -> CaseResult:
     """Measures one case; a failure inside it becomes a row with status and message, not a crash."""
-    row = case_row(case)
-    samples: list[float] | None = None
+    result = CaseResult(case_row(case))
+    row = result.row
     started = time.perf_counter()
     try:
         built = models.get(case)
         for name in metrics:
-            result = METRICS.get(name)(case, built, context)
-            row.update(result.columns)
-            if result.samples is not None:
-                samples = result.samples
+            measured = METRICS.get(name)(case, built, context)
+            row.update(measured.columns)
+            if measured.samples is not None:
+                result.samples = measured.samples
+            if measured.sites is not None:
+                result.sites = measured.sites
         row["status"] = "ok"
     except DeviceError as error:
         row.update(status="skipped", error=str(error))
@@ -96,7 +101,7 @@ def run_case(
             error=f"{type(error).__name__}: {error} ({Path(frame.filename).name}:{frame.lineno})",
         )
     row["duration_s"] = round(time.perf_counter() - started, 3)
-    return row, samples
+    return result
 
 
 def run_suite(
@@ -121,8 +126,10 @@ def run_suite(
         for index, case in enumerate(cases):
             if progress:
                 progress(index, len(cases), case)
-            row, samples = run_case(case, suite.metrics, models, context)
-            writer.append_case(row, samples)
+            result = run_case(case, suite.metrics, models, context)
+            if result.sites:
+                writer.append_sites(result.sites)
+            writer.append_case(result.row, result.samples)
         status = "complete"
     finally:
         writer.finish(status)

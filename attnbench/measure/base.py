@@ -26,8 +26,11 @@ class MeasureContext:
 
 @dataclass
 class MetricResult:
+    """Columns for cases.csv, raw samples for samples.csv, per-instance rows for attention_sites.csv."""
+
     columns: dict[str, Any]
     samples: list[float] | None = None
+    sites: list[dict[str, Any]] | None = None
 
 
 Metric = Callable[[CaseSpec, BuiltModel, MeasureContext], MetricResult]
