@@ -39,7 +39,7 @@ from attnbench.config import CaseSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
 from attnbench.measure.flops import RULES, Fusion, OpCall
 from attnbench.measure.timing import DTYPES
-from attnbench.modules import BASELINE, get_attention
+from attnbench.modules import BASELINE, AttentionSpec, get_attention
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -119,6 +119,8 @@ class _Version:
     group: int
     counted: bool
     nbytes: int
+    joinable: bool
+    """Whether a consumer may fuse into the group through this tensor (not after a reduction)."""
     stored: bool = False
 
 
@@ -139,12 +141,15 @@ def min_bytes(records: list[OpRecord], selected: Callable[[OpRecord], bool], out
                     current[access.storage].stored = True
             group = next(groups)
             for access in record.writes:
-                current[access.storage] = _Version(group, False, access.nbytes)
+                current[access.storage] = _Version(group, False, access.nbytes, joinable=False)
             continue
         producers = [current[a.storage] for a in record.reads if a.storage in current]
-        newest = max(producers, key=lambda version: version.group, default=None)
-        fuse = record.fusion is Fusion.FUSIBLE and newest is not None and newest.counted
-        group = newest.group if fuse else next(groups)
+        newest = max((version.group for version in producers), default=None)
+        fuse = record.fusion in (Fusion.FUSIBLE, Fusion.REDUCTION) and all(
+            version.counted and version.joinable for version in producers if version.group == newest
+        )
+        group = newest if fuse and newest is not None else next(groups)
+        joinable = record.fusion is not Fusion.REDUCTION
         for access in record.reads:
             version = current.get(access.storage)
             if version is not None and version.group == group:
@@ -158,8 +163,9 @@ def min_bytes(records: list[OpRecord], selected: Callable[[OpRecord], bool], out
             version = current.get(access.storage)
             if version is not None and version.group == group:
                 version.nbytes = max(version.nbytes, access.nbytes)
+                version.joinable = joinable
             else:
-                current[access.storage] = _Version(group, True, access.nbytes)
+                current[access.storage] = _Version(group, True, access.nbytes, joinable)
                 versions.append(current[access.storage])
     for storage in outputs:
         if storage in current:
@@ -205,7 +211,8 @@ def attention_scopes(model: nn.Module, sites: list[Site]) -> set[str]:
 def _count_pass(
     model: nn.Module, scopes: set[str], shape: tuple[int, ...], float_bytes: int
 ) -> tuple[dict[str, int], Counter[str]]:
-    device = next(model.parameters()).device
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    device = next(tensors, torch.empty(0)).device
     with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
         inputs = torch.empty(shape, device=device)
         with OpCounter(scopes, float_bytes) as counter:
@@ -234,14 +241,11 @@ def format_counter(counts: Counter[str]) -> str:
     return ";".join(f"{op}:{n}" for op, n in sorted(counts.items()))
 
 
-def site_rows(case: CaseSpec, built: BuiltModel) -> list[dict[str, Any]]:
-    """One row per attention instance: its analytic parameter count against its counted parameters.
+def site_rows(case: CaseSpec, built: BuiltModel, spec: AttentionSpec) -> list[dict[str, Any]]:
+    """One row per attention instance: `spec`'s analytic parameter count against its counted parameters.
 
     An instance shared by several sites (one per stage, say) is one row: its parameters exist once.
     """
-    if not built.sites:
-        return []
-    spec = get_attention(case.attention.key)
     rows: dict[int, dict[str, Any]] = {}
     for site in built.sites:
         if id(site.module) in rows:
@@ -280,13 +284,14 @@ def complexity(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> Me
         context.cache[key] = count_complexity(built.model, built.sites, image, float_bytes)
     counts: Complexity = context.cache[key]
     columns: dict[str, Any] = counts.at_batch(case.batch_size)
-    sites = site_rows(case, built)
+    baseline = case.attention.key == BASELINE
+    sites = [] if baseline else site_rows(case, built, get_attention(case.attention.key))
     params = count_params(built.model)
     columns.update(
         params=params,
         params_attention=params - baseline_params(case.backbone, context),
         arithmetic_intensity=columns["flops"] / columns["bytes_eager"],
         uncounted_ops=format_counter(counts.uncounted),
-        formula_ok=all(row["ok"] for row in sites) if case.attention.key != BASELINE else None,
+        formula_ok=None if baseline else all(row["ok"] for row in sites),
     )
     return MetricResult(columns, sites=sites)

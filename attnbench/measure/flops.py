@@ -33,7 +33,10 @@ class Fusion(Enum):
     ANCHOR = "anchor"
     """A library kernel (convolution, matmul): starts a new fused group, accepts fused epilogues."""
     FUSIBLE = "fusible"
-    """Elementwise, reduction, pooling, copy: joins the group that produced its newest input."""
+    """Elementwise, local pooling, row softmax, copy: joins the group that produced its newest input."""
+    REDUCTION = "reduction"
+    """A reduction over a whole axis: joins like FUSIBLE, but nothing joins it through its output (using
+    the result on the reduced tensor needs the whole reduction first: the tensor makes a round trip)."""
 
 
 @dataclass(frozen=True)
@@ -200,27 +203,27 @@ def clamp_flops(call: OpCall) -> int:
 # --- reductions and pooling ----------------------------------------------------------------------
 
 
-@rule("aten.mean", text="1 per input element: (in − out) additions + out divisions")
+@rule("aten.mean", fusion=Fusion.REDUCTION, text="1 per input element: (in − out) additions + out divisions")
 def mean_flops(call: OpCall) -> int:
     return call.in_elements
 
 
-@rule("aten.sum", "aten.amax", "aten.amin", text="(in − out): one add or compare per reduced element")
+@rule("aten.sum", "aten.amax", "aten.amin", fusion=Fusion.REDUCTION, text="(in − out): one add or compare per reduced element")
 def fold_flops(call: OpCall) -> int:
     return call.in_elements - call.out_elements
 
 
-@rule("aten.var", text="4 per input element: mean (in), subtract, square, sum (in − out), divide (out)")
+@rule("aten.var", fusion=Fusion.REDUCTION, text="4 per input element: mean (in), subtract, square, sum (in − out), divide (out)")
 def var_flops(call: OpCall) -> int:
     return 4 * call.in_elements
 
 
-@rule("aten.std", text="as var + 1 sqrt per output element")
+@rule("aten.std", fusion=Fusion.REDUCTION, text="as var + 1 sqrt per output element")
 def std_flops(call: OpCall) -> int:
     return var_flops(call) + call.out_elements
 
 
-@rule("aten.linalg_vector_norm", text="2 per input element: square (in), sum (in − out), sqrt (out)")
+@rule("aten.linalg_vector_norm", fusion=Fusion.REDUCTION, text="2 per input element: square (in), sum (in − out), sqrt (out)")
 def norm_flops(call: OpCall) -> int:
     return 2 * call.in_elements
 
@@ -278,7 +281,7 @@ def adaptive_taps(length: int, out_length: int) -> int:
     return sum(math.ceil((o + 1) * length / out_length) - (o * length) // out_length for o in range(out_length))
 
 
-@rule("aten._adaptive_avg_pool2d", text="window size per output element: (size − 1) adds + 1 divide")
+@rule("aten._adaptive_avg_pool2d", fusion=Fusion.REDUCTION, text="window size per output element: (size − 1) adds + 1 divide")
 def adaptive_avg_pool_flops(call: OpCall) -> int:
     x, out = call.args[0], call.outputs[0]
     return math.prod(x.shape[:-2]) * adaptive_taps(x.shape[-2], out.shape[-2]) * adaptive_taps(
