@@ -194,6 +194,10 @@ def add_flops(call: OpCall) -> int:
     return (1 if call.kwargs.get("alpha", 1) == 1 else 2) * call.out_elements
 
 
+elementwise("aten.clamp_min", "aten.clamp_min_", "aten.clamp_max", "aten.clamp_max_", flops=1,
+            text="one compare")
+
+
 @rule("aten.clamp", "aten.clamp_", text="1 per output element per given bound")
 def clamp_flops(call: OpCall) -> int:
     bounds = sum(call.arg(i, name) is not None for i, name in ((1, "min"), (2, "max")))
@@ -291,14 +295,14 @@ def adaptive_avg_pool_flops(call: OpCall) -> int:
 
 # --- data movement and views ---------------------------------------------------------------------
 
-rule("aten.cat", "aten.stack", "aten.clone", "aten.copy_", "aten._to_copy",
+rule("aten.cat", "aten.stack", "aten.clone", "aten.copy_", "aten._to_copy", "aten.index_select",
      text="0: moves data, computes nothing")(_nothing)
-rule("aten.zeros", "aten.ones", "aten.full", "aten.fill_", "aten.zero_",
+rule("aten.zeros", "aten.zeros_like", "aten.ones", "aten.full", "aten.eye", "aten.fill_", "aten.zero_",
      text="0: writes its output, computes nothing")(_nothing)
 rule(
     "aten.view", "aten._unsafe_view", "aten.t", "aten.transpose", "aten.permute", "aten.unsqueeze",
     "aten.squeeze", "aten.expand", "aten.slice", "aten.select", "aten.split", "aten.split_with_sizes",
-    "aten.unbind", "aten.alias", "aten.detach", "aten.as_strided", "aten.empty", "prim.device",
+    "aten.unbind", "aten.diagonal", "aten.alias", "aten.detach", "aten.as_strided", "aten.empty", "prim.device",
     text="0: a view, a metadata query or an uninitialised allocation; moves no data",
     fusion=Fusion.ALIAS,
 )(_nothing)
