@@ -10,7 +10,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from attnbench.errors import AttnbenchError, ConfigError, UnknownNameError
+from attnbench.errors import AttnbenchError, ConfigError, OptionError, UnknownNameError
 from attnbench.registry import unknown_name_message
 
 CONFIG_FILENAME = "attnbench.toml"
@@ -393,6 +393,19 @@ def attention_entry(
         options=tuple(sorted(options.items())),
         placement=placement,
     )
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """`reduction=8` -> ("reduction", 8) for command lines: the value is read as TOML, as in suite files,
+    and a value that is not TOML (`mode=fast`) is a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip() or not raw.strip():
+        raise OptionError(f"option {text!r} is not of the form KEY=VALUE, e.g. reduction=8 or bias=true")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return name.strip(), value
 
 
 def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntry, ...]:
