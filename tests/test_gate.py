@@ -348,9 +348,13 @@ def test_cli_env_warning_and_strict_env(runs, tmp_path, capsys):
     assert "attnbench: error: environment differs" in capsys.readouterr().err
 
 
-def test_cli_run_refuses_fail_on_regression_without_baseline(capsys):
+def test_cli_run_checks_its_gate_arguments_before_running(tmp_path, capsys):
     assert main(["run", "--suite", "smoke", "--fail-on-regression"]) == 2
     assert "--fail-on-regression needs --baseline" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoke", "--baseline", str(tmp_path / "nope")]) == 2
+    assert "baseline" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoke", "--baseline", str(tmp_path), "--max-slowdown", "fast"]) == 2
+    assert "--max-slowdown: 'fast' is not a fraction" in capsys.readouterr().err
 
 
 # --- end to end on real CPU runs ----------------------------------------------------------------------------
@@ -358,21 +362,22 @@ def test_cli_run_refuses_fail_on_regression_without_baseline(capsys):
 
 @pytest.mark.slow
 def test_real_runs_same_suite_passes_slowed_module_fails(tmp_path, monkeypatch):
-    """Two runs of one suite pass; a run whose module sleeps 8 ms per call fails, through `run --baseline`."""
+    """Two runs of one suite pass; a run whose module sleeps 10x longer fails, through `run --baseline`."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     shutil.copy(Path(__file__).parent / "plugins" / "slow_attention.py", tmp_path)
     config = tmp_path / "attnbench.toml"
-    # The module sleeps in both runs so that the shared test machine's load moves no median by 50%.
+    # Sleep dominates both runs (8 sites x 5 ms vs ResNet-18's ~20 ms of compute at 32 px), so the shared
+    # test machine's load would have to double the compute between two runs to move a median by 100%.
     config.write_text(
         'plugins = ["slow_attention"]\nthreads = 1\n'
-        "[timing]\nwarmup = 1\nmin_repeats = 10\nmax_seconds = 0.2\n[gate]\nmax_slowdown = \"50%\"\n"
+        "[timing]\nwarmup = 1\nmin_repeats = 8\nmax_seconds = 0.1\n[gate]\nmax_slowdown = \"100%\"\n"
     )
     suite = (
         'metrics = ["latency"]\n[grid]\nbackbones = ["resnet18"]\nbatch_sizes = [1]\nresolutions = [32]\n'
         'device = "cpu"\nattention = [{{ name = "slow_se", label = "gated", delay_ms = {delay} }}]\n'
     )
-    (tmp_path / "same.toml").write_text(suite.format(delay=2.0))
-    (tmp_path / "slowed.toml").write_text(suite.format(delay=8.0))
+    (tmp_path / "same.toml").write_text(suite.format(delay=5.0))
+    (tmp_path / "slowed.toml").write_text(suite.format(delay=50.0))
 
     def run(suite_file: str, *extra: str) -> int:
         return main(["--config", str(config), "run", "--suite", str(tmp_path / suite_file), "--out",
