@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -17,15 +17,18 @@ from attnbench.config import (
     DTYPES,
     MODES,
     CaseSpec,
+    GateConfig,
     ProjectConfig,
     attention_entry,
     filter_suite,
     list_suites,
     load_project,
     load_suite,
+    parse_alpha,
+    parse_fraction,
     parse_option,
 )
-from attnbench.errors import AttnbenchError, OptionError, UsageError
+from attnbench.errors import AttnbenchError, GateError, OptionError, ResultsError, UsageError
 from attnbench.registry import Registry
 
 console = Console()
@@ -143,6 +146,48 @@ def _summary_table(run_dir: Path) -> Table:
     return table
 
 
+def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-slowdown", help="largest accepted slowdown of the median, e.g. 5%% or 0.05 (default from [gate])"
+    )
+    parser.add_argument("--alpha", help="significance level of the U test, e.g. 0.01 (default from [gate])")
+    parser.add_argument("--metric", default="latency_ms", help="raw samples to compare: latency_ms or wall_ms")
+    parser.add_argument("--strict-env", action="store_true", help="refuse runs from different environments")
+
+
+def _gate_config(args: argparse.Namespace, project: ProjectConfig) -> GateConfig:
+    """attnbench.toml's [gate], with the command line replacing its defaults (overrides still apply)."""
+    defaults = project.gate.defaults
+    if args.max_slowdown is not None:
+        defaults = replace(defaults, max_slowdown=parse_fraction(args.max_slowdown, "--max-slowdown"))
+    if args.alpha is not None:
+        defaults = replace(defaults, alpha=parse_alpha(args.alpha, "--alpha"))
+    return replace(project.gate, defaults=defaults)
+
+
+def _gate(
+    args: argparse.Namespace, project: ProjectConfig, baseline: Path, current: Path, out: Path | None
+) -> bool:
+    """Compares two runs, prints the table and warnings, writes Markdown to `out`; True when it passes."""
+    from attnbench.gate import compare_runs, resolve_run
+    from attnbench.report.compare import comparison_markdown, comparison_table
+
+    comparison = compare_runs(
+        resolve_run(baseline, "baseline"), resolve_run(current, "current"),
+        _gate_config(args, project), args.metric, args.strict_env,
+    )
+    console.print(comparison_table(comparison))
+    for warning in comparison.warnings:
+        error_console.print(f"attnbench: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        try:
+            out.write_text(comparison_markdown(comparison))
+        except OSError as error:
+            raise ResultsError(f"cannot write {out}: {error.strerror}") from None
+        console.print(f"comparison written to {out}")
+    return comparison.passed
+
+
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="suite name (from suites/) or path to a suite TOML")
     parser.add_argument("--out", help="results root for the run directory (default from attnbench.toml)")
@@ -151,6 +196,11 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", nargs="+", help="only these attention keys or labels of the suite")
     parser.add_argument("--resume", metavar="RUN_DIR", help="run only the missing cases of an interrupted run")
     parser.add_argument("--force", action="store_true", help="with --resume: even if the suite file changed")
+    parser.add_argument("--baseline", help="a run directory to compare with; writes RUN_DIR/compare.md")
+    parser.add_argument(
+        "--fail-on-regression", action="store_true", help="exit 1 when the comparison with --baseline fails"
+    )
+    _add_gate_arguments(parser)
 
 
 def _progress_columns() -> tuple:
@@ -166,7 +216,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if bool(args.suite) == bool(args.resume):
         raise UsageError("run needs exactly one of --suite NAME|PATH and --resume RUN_DIR")
+    if args.fail_on_regression and not args.baseline:
+        raise UsageError("--fail-on-regression needs --baseline PATH, the run to compare with")
+    if args.baseline and not Path(args.baseline).exists():
+        raise GateError(f"baseline {args.baseline} does not exist; accepted: a run directory or a folder of runs")
     project = project_of(args)
+    _gate_config(args, project)  # bad thresholds fail before the run, not after it
     with Progress(*_progress_columns(), console=error_console, transient=True) as progress:
         task = progress.add_task("starting", total=None)
 
@@ -195,7 +250,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             return interruption.exit_code
     console.print(_summary_table(run_dir))
     console.print(f"run directory: {run_dir}")
+    if args.baseline:
+        passed = _gate(args, project, Path(args.baseline), run_dir, run_dir / "compare.md")
+        return 1 if args.fail_on_regression and not passed else 0
     return 0
+
+
+def _configure_compare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", help="the baseline run directory (or a folder of runs: its latest)")
+    parser.add_argument("current", help="the current run directory (or a folder of runs: its latest)")
+    parser.add_argument("--out", help="Markdown file to write, e.g. for a pull-request comment")
+    _add_gate_arguments(parser)
+
+
+@command(
+    "compare",
+    "compare two runs case by case; exit 1 on a latency regression, 2 on misuse",
+    _configure_compare,
+)
+def cmd_compare(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else None
+    return 0 if _gate(args, project_of(args), Path(args.baseline), Path(args.current), out) else 1
 
 
 def _configure_report(parser: argparse.ArgumentParser) -> None:
