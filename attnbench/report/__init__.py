@@ -2,7 +2,7 @@
 
 from attnbench.report.markdown import write_report
 
-# Importing the section files fills the section registry.
-from attnbench.report import formula  # noqa: E402,F401
+# Importing the section files fills the SECTIONS registry.
+from attnbench.report import formula, profile_section  # noqa: E402,F401
 
 __all__ = ["write_report"]
