@@ -235,3 +235,10 @@ def test_readme_lists_every_rule():
     for ops, text in table():
         assert f"| {ops} | {text} |" in readme
     assert len(RULES) == sum(len(ops.split(", ")) for ops, _ in table())
+
+
+@pytest.mark.gpu
+def test_counts_do_not_depend_on_the_device():
+    module = get_attention("cbam").build(64)
+    on_cpu = alone(module, 64, 8).at_one
+    assert alone(module.cuda(), 64, 8).at_one == on_cpu

@@ -205,6 +205,9 @@ class Complexity:
 
 def attention_scopes(model: nn.Module, sites: list[Site]) -> set[str]:
     """ModuleTracker's names of the attention modules: the root's class name, then the module path."""
+    for site in sites:
+        if model.get_submodule(site.path) is not site.module:
+            raise ValueError(f"site {site.path!r} does not name its attention module in the model")
     return {f"{type(model).__name__}.{site.path}" for site in sites}
 
 
