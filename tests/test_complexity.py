@@ -242,3 +242,26 @@ def test_counts_do_not_depend_on_the_device():
     module = get_attention("cbam").build(64)
     on_cpu = alone(module, 64, 8).at_one
     assert alone(module.cuda(), 64, 8).at_one == on_cpu
+
+
+FVCORE_MAC_OPERATORS = ("conv", "linear", "matmul", "bmm", "einsum", "addmm", "mm", "baddbmm")
+
+
+@pytest.mark.parametrize("key", ["none", "se", "eca", "cbam", "soca"])
+def test_macs_agree_with_fvcore(key: str):
+    """fvcore, an independent tracer, counts the same conv/linear/matmul MACs (its other entries,
+    batch_norm and pooling, are outside the MAC convention)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+        built = build_model("resnet18", key)
+        built.model.eval()
+        analysis = FlopCountAnalysis(built.model, torch.zeros(1, 3, 64, 64))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_operator = analysis.by_operator()
+    fvcore_macs = sum(count for op, count in by_operator.items() if op in FVCORE_MAC_OPERATORS)
+    ours = count_complexity(built.model, built.sites, (3, 64, 64)).at_one["macs"]
+    assert ours == fvcore_macs
