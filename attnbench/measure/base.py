@@ -26,8 +26,11 @@ class MeasureContext:
 
 @dataclass
 class MetricResult:
+    """Columns for cases.csv; raw per-repeat device times (`samples`) and wall times for samples.csv."""
+
     columns: dict[str, Any]
     samples: list[float] | None = None
+    wall_samples: list[float] | None = None
 
 
 Metric = Callable[[CaseSpec, BuiltModel, MeasureContext], MetricResult]
