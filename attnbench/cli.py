@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from attnbench.config import ProjectConfig, filter_suite, list_suites, load_project, load_suite
-from attnbench.errors import AttnbenchError
+from attnbench.errors import AttnbenchError, UsageError
 from attnbench.registry import Registry
 
 console = Console()
@@ -50,14 +50,30 @@ def project_of(args: argparse.Namespace) -> ProjectConfig:
     return load_project(Path(args.config) if args.config else None)
 
 
+LISTED_CHANNELS = 256
+"""The channel count at which `list attention` evaluates each formula (a ResNet-50 layer1 block)."""
+
+
 @LISTINGS.register("attention")
 def _list_attention(project: ProjectConfig) -> Table:
     from attnbench.modules import ATTENTION
 
-    table = Table("key", "paper", "venue", "year", "placement", "default options", "params formula")
+    table = Table(show_lines=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("paper", max_width=32)
+    table.add_column("venue", no_wrap=True)
+    table.add_column("placement", no_wrap=True)
+    table.add_column("default options", no_wrap=True)  # one option a line keeps each name=value whole
+    table.add_column("params formula", max_width=30)
+    table.add_column(f"params at C={LISTED_CHANNELS}", justify="right", no_wrap=True)
     for key, spec in ATTENTION.items():
-        options = ", ".join(f"{name}={value!r}" for name, value in spec.defaults.items())
-        table.add_row(key, spec.paper.title, spec.paper.venue, str(spec.paper.year), spec.placement, options, spec.formula)
+        options = "\n".join(f"{name}={value!r}" for name, value in spec.defaults.items()) or "-"
+        try:
+            params = f"{spec.param_count(LISTED_CHANNELS):,}"
+        except AttnbenchError:
+            params = "-"
+        venue = f"{spec.paper.venue} {spec.paper.year}"
+        table.add_row(key, spec.paper.title, venue, spec.placement, options, spec.formula, params)
     return table
 
 
@@ -111,25 +127,31 @@ def _summary_table(run_dir: Path) -> Table:
 
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help="suite name (from suites/) or path to a suite TOML")
+    parser.add_argument("--suite", help="suite name (from suites/) or path to a suite TOML")
     parser.add_argument("--out", help="results root for the run directory (default from attnbench.toml)")
     parser.add_argument("--device", help="auto, cpu or cuda (overrides the suite)")
     parser.add_argument("--backbone", nargs="+", help="only these backbones of the suite")
     parser.add_argument("--attention", nargs="+", help="only these attention keys or labels of the suite")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="run only the missing cases of an interrupted run")
+    parser.add_argument("--force", action="store_true", help="with --resume: even if the suite file changed")
 
 
-@command("run", "run a suite and write a run directory", _configure_run)
-def cmd_run(args: argparse.Namespace) -> int:
-    from attnbench.runner import run_suite
-
-    project = project_of(args)
-    suite = filter_suite(load_suite(args.suite, project), args.backbone, args.attention, args.device)
-    columns = (
+def _progress_columns() -> tuple:
+    return (
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), TimeRemainingColumn(),
     )
-    with Progress(*columns, console=error_console, transient=True) as progress:
-        task = progress.add_task(suite.name, total=None)
+
+
+@command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
+def cmd_run(args: argparse.Namespace) -> int:
+    from attnbench.runner import Interrupted, resume_run, run_suite
+
+    if bool(args.suite) == bool(args.resume):
+        raise UsageError("run needs exactly one of --suite NAME|PATH and --resume RUN_DIR")
+    project = project_of(args)
+    with Progress(*_progress_columns(), console=error_console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
 
         def report_progress(index: int, total: int, case) -> None:
             progress.update(
@@ -138,7 +160,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f" {case.dtype} {case.mode}",
             )
 
-        run_dir = run_suite(suite, project, Path(args.out) if args.out else None, report_progress)
+        try:
+            if args.resume:
+                run_dir = resume_run(Path(args.resume), project, args.force, report_progress)
+            else:
+                loaded = load_suite(args.suite, project)
+                suite = filter_suite(loaded, args.backbone, args.attention, args.device)
+                out = Path(args.out) if args.out else None
+                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint)
+        except Interrupted as interruption:
+            progress.stop()
+            error_console.print(
+                f"attnbench: interrupted by {interruption}; finished cases are kept in {interruption.run_dir}; "
+                f"resume with: attnbench run --resume {interruption.run_dir}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            return interruption.exit_code
     console.print(_summary_table(run_dir))
     console.print(f"run directory: {run_dir}")
     return 0

@@ -29,6 +29,8 @@ class TimingSpec:
     min_repeats: int = 10
     max_repeats: int = 1000
     max_seconds: float = 1.0
+    max_case_seconds: float | None = 600.0
+    """A case still running after this many seconds is stopped and recorded with status timeout."""
     cudnn_benchmark: bool = True
     l2_flush: str = "auto"
     """CUDA: write a buffer larger than the L2 cache before each repeat; auto = when the working set fits in L2."""
@@ -230,6 +232,7 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
         min_repeats=section.positive_int("min_repeats", base.min_repeats),
         max_repeats=section.positive_int("max_repeats", base.max_repeats),
         max_seconds=section.get("max_seconds", float, base.max_seconds),
+        max_case_seconds=section.get("max_case_seconds", float, base.max_case_seconds),
         cudnn_benchmark=section.get("cudnn_benchmark", bool, base.cudnn_benchmark),
         l2_flush=_l2_flush(section, base.l2_flush),
         isolate=section.get("isolate", bool, base.isolate),
@@ -240,8 +243,10 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
             f"{source}: [{prefix}] max_repeats ({timing.max_repeats}) must be >= "
             f"min_repeats ({timing.min_repeats})"
         )
-    if timing.max_seconds <= 0:
-        raise ConfigError(f"{source}: {prefix}.max_seconds: must be > 0, got {timing.max_seconds}")
+    for key in ("max_seconds", "max_case_seconds"):
+        value = getattr(timing, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
     return timing
 
 
@@ -393,6 +398,8 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
                 raise ConfigError(
                     f"{section.where(key)}: {value!r} is not accepted; accepted: {', '.join(accepted)}"
                 )
+    device = section.choice("device", DEVICES, project.device)
+    check_dtypes_on_device(dtypes, device, section.where("dtypes"))
     return GridSpec(
         backbones=backbones,
         attention=entries,
@@ -400,10 +407,24 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
         resolutions=resolutions,
         dtypes=dtypes,
         modes=modes,
-        device=section.choice("device", DEVICES, project.device),
+        device=device,
         channels_last=section.bools("channels_last"),
         compile=section.bools("compile"),
     )
+
+
+CPU_DTYPES = ("float32", "bfloat16")
+
+
+def check_dtypes_on_device(dtypes: tuple[str, ...], device: str, where: str) -> None:
+    """float16 autocast has no CPU kernels. An explicit CPU device refuses it here; with `auto` resolving
+    to the CPU at run time, those cases are recorded as skipped instead."""
+    if device == "cpu":
+        unsupported = [d for d in dtypes if d not in CPU_DTYPES]
+        if unsupported:
+            raise ConfigError(
+                f"{where}: {unsupported[0]} is not supported on device cpu; accepted: {', '.join(CPU_DTYPES)}"
+            )
 
 
 def default_label(key: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -476,20 +497,25 @@ def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntr
 
 
 def suite_to_dict(suite: SuiteSpec) -> dict[str, Any]:
-    """The resolved suite as plain data, stored in meta.json."""
+    """The resolved suite as plain data in suite-file form: stored in meta.json, parsed back on resume."""
     grid = asdict(suite.grid)
-    grid["attention"] = [
-        {"name": e.key, "label": e.label, "options": dict(e.options), "placement": e.placement}
-        for e in suite.grid.attention
-    ]
-    return {
+    grid["attention"] = [_entry_to_table(entry) for entry in suite.grid.attention]
+    data = {
         "name": suite.name,
         "description": suite.description,
-        "metrics": list(suite.metrics),
+        "metrics": suite.metrics,
         "grid": grid,
-        "timing": asdict(suite.timing),
-        "source": str(suite.source) if suite.source else None,
+        # None means "the default" (e.g. isolate: by device); a suite file says that by leaving the key out
+        "timing": {key: value for key, value in asdict(suite.timing).items() if value is not None},
     }
+    return json.loads(json.dumps(data))  # tuples become lists, exactly as meta.json will hold them
+
+
+def _entry_to_table(entry: AttentionEntry) -> dict[str, Any]:
+    table: dict[str, Any] = {"name": entry.key, "label": entry.label, **dict(entry.options)}
+    if entry.placement:
+        table["placement"] = entry.placement
+    return table
 
 
 def filter_suite(
@@ -528,6 +554,7 @@ def filter_suite(
     if device:
         if device not in DEVICES:
             raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")
+        check_dtypes_on_device(grid.dtypes, device, f"--device {device}")
         grid = replace(grid, device=device)
     narrowed = replace(suite, grid=grid)
     return replace(narrowed, raw=suite_to_dict(narrowed))

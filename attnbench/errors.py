@@ -25,3 +25,7 @@ class ResultsError(AttnbenchError):
 
 class DeviceError(AttnbenchError):
     """A device that is not available here, or a combination it cannot run."""
+
+
+class UsageError(AttnbenchError):
+    """Command-line arguments that do not fit together."""

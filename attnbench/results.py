@@ -142,6 +142,21 @@ class RunWriter:
         _append(path / SAMPLES_FILE, SAMPLE_COLUMNS, "")
         return writer
 
+    @classmethod
+    def reopen(cls, path: Path, meta: dict[str, Any]) -> RunWriter:
+        """Continues an existing run; samples left without a case row by a killed process are dropped."""
+        writer = cls(path, dict(meta))
+        writer._drop_orphan_samples()
+        writer.update_meta(status="running")
+        return writer
+
+    def _drop_orphan_samples(self) -> None:
+        cases = pd.read_csv(self.path / CASES_FILE, usecols=["case_id"], dtype={"case_id": str})
+        samples = pd.read_csv(self.path / SAMPLES_FILE, dtype={"case_id": str})
+        kept = samples[samples["case_id"].isin(set(cases["case_id"]))]
+        if len(kept) < len(samples):
+            _atomic_write_text(self.path / SAMPLES_FILE, kept.to_csv(index=False, lineterminator="\n"))
+
     @property
     def run_id(self) -> str:
         return self.meta["run_id"]
@@ -220,6 +235,8 @@ def read_run(path: Path) -> Run:
         )
     cases = _read_csv(path / CASES_FILE, REQUIRED_CASE_COLUMNS, CASE_COLUMNS)
     samples = _read_csv(path / SAMPLES_FILE, SAMPLE_COLUMNS[:3], SAMPLE_COLUMNS)
+    # Samples whose case row never landed (the process died in between) belong to no case.
+    samples = samples[samples["case_id"].isin(set(cases["case_id"]))].reset_index(drop=True)
     return Run(path, meta, cases, samples)
 
 

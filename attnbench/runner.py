@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -16,15 +18,17 @@ from typing import Any
 import torch
 
 from attnbench.backbones import BuiltModel, build_model, get_backbone
-from attnbench.config import CaseSpec, ProjectConfig, SuiteSpec, TimingSpec, expand_grid
-from attnbench.errors import AttnbenchError, DeviceError
+from attnbench.config import (
+    CaseSpec, ProjectConfig, SuiteSpec, TimingSpec, expand_grid, load_suite, parse_suite,
+)
+from attnbench.errors import AttnbenchError, ConfigError, DeviceError, ResultsError
 from attnbench.measure import METRICS, MeasureContext
 from attnbench.measure.allocator import configure_allocator
 from attnbench.measure.bandwidth import copy_bandwidth_gbs, roofline_columns
 from attnbench.measure.env import environment
 from attnbench.measure.timing import unsupported
 from attnbench.modules import BASELINE, get_attention
-from attnbench.results import RunWriter
+from attnbench.results import RunWriter, read_run, utc_now
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -76,6 +80,70 @@ class ModelCache:
         return self._built
 
 
+class CaseTimeout(Exception):
+    """A case ran past max_case_seconds."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the current case is dropped whole and the run is marked interrupted.
+
+    A BaseException, like KeyboardInterrupt, so that a module's `except Exception` cannot swallow it.
+    """
+
+    def __init__(self, signum: int, run_dir: Path | None = None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.run_dir = run_dir
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM is handled like Ctrl-C, so a killed job leaves a consistent run directory behind."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raises CaseTimeout in the case's own code once `seconds` have passed (a timer signal; main thread).
+
+    A single long native call (one huge convolution) finishes before the exception is raised.
+    """
+    if not seconds or not _in_main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise CaseTimeout(f"case exceeded max_case_seconds = {seconds:g}")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_case(
     case: CaseSpec, metrics: tuple[str, ...], models: ModelCache, context: MeasureContext
 ) -> CaseResult:
@@ -87,16 +155,21 @@ def run_case(
     try:
         if reason:
             raise DeviceError(reason)
-        built = models.get(case)
-        for name in metrics:
-            measured = METRICS.get(name)(case, built, context)
-            row.update(measured.columns)
-            if measured.samples is not None:
-                result.samples, result.wall_samples = measured.samples, measured.wall_samples
+        with time_limit(context.timing.max_case_seconds):
+            built = models.get(case)
+            for name in metrics:
+                measured = METRICS.get(name)(case, built, context)
+                row.update(measured.columns)
+                if measured.samples is not None:
+                    result.samples, result.wall_samples = measured.samples, measured.wall_samples
         row["status"] = "ok"
+    except CaseTimeout as error:
+        row.update(status="timeout", error=str(error))
+        result.samples = result.wall_samples = None
     except DeviceError as error:
         row.update(status="skipped", error=str(error))
     except torch.cuda.OutOfMemoryError as error:
+        # No retry with a smaller batch: that would read as a fake speed-up or regression.
         torch.cuda.empty_cache()
         row.update(status="oom", error=str(error).splitlines()[0])
     except MemoryError:
@@ -121,13 +194,13 @@ def configure_process(device: torch.device, threads: int | None, timing: TimingS
     if threads:
         torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = timing.cudnn_benchmark
-    return {
-        "cudnn_benchmark": timing.cudnn_benchmark,
-        "allocator": configure_allocator(),
-    }
+    return {"cudnn_benchmark": timing.cudnn_benchmark, "allocator": configure_allocator()}
 
 
 # --- isolation: each case in a fresh process ------------------------------------------------------
+
+WORKER_START_GRACE_S = 120.0
+"""Beyond max_case_seconds, time a worker may take to start (imports) before the parent kills it."""
 
 
 def defining_modules(case: CaseSpec) -> list[str]:
@@ -167,7 +240,8 @@ def run_isolated(
     case: CaseSpec, metrics: tuple[str, ...], timing: TimingSpec, threads: int | None
 ) -> CaseResult:
     """run_case in a spawned process, so that allocator state and cuDNN's choices do not leak between
-    cases; a worker that dies (segfault, os._exit) becomes an error row."""
+    cases. A worker that dies (segfault, os._exit) becomes an error row; one that hangs past
+    max_case_seconds (plus start-up) is killed and becomes a timeout row."""
     spawn = multiprocessing.get_context("spawn")
     receiver, sender = spawn.Pipe(duplex=False)
     worker = spawn.Process(
@@ -176,22 +250,65 @@ def run_isolated(
     started = time.perf_counter()
     worker.start()
     sender.close()  # the child holds the only write end: its death ends recv with EOFError
+    limit = timing.max_case_seconds + WORKER_START_GRACE_S if timing.max_case_seconds else None
+    row = case_row(case)
     try:
-        return receiver.recv()
+        if receiver.poll(limit):
+            return receiver.recv()
+        row.update(
+            status="timeout", error=f"case exceeded max_case_seconds = {timing.max_case_seconds:g}; worker killed"
+        )
     except EOFError:
         worker.join()
-        row = case_row(case)
-        row.update(
-            status="error", error=crash_message(worker.exitcode),
-            duration_s=round(time.perf_counter() - started, 3),
-        )
-        return CaseResult(row)
+        row.update(status="error", error=crash_message(worker.exitcode))
     finally:
         receiver.close()
-        worker.join(timeout=30)
+        worker.join(timeout=5)
         if worker.is_alive():
             worker.kill()
             worker.join()
+    row["duration_s"] = round(time.perf_counter() - started, 3)
+    return CaseResult(row)
+
+
+def _prepare(suite: SuiteSpec, project: ProjectConfig) -> tuple[torch.device, dict[str, Any]]:
+    """The device, with this process configured for it; the settings for meta.json."""
+    device = resolve_device(suite.grid.device)
+    settings = configure_process(device, project.threads, suite.timing)
+    return device, {**settings, "isolate": suite.timing.isolate_on(device.type)}
+
+
+def _execute(
+    suite: SuiteSpec,
+    cases: list[CaseSpec],
+    writer: RunWriter,
+    device: torch.device,
+    progress: ProgressCallback | None,
+    threads: int | None,
+) -> Path:
+    """Measures `cases` in order, appending each row as it finishes; marks the run complete or interrupted."""
+    context = MeasureContext(timing=suite.timing, device=device)
+    models = ModelCache()
+    copy_gbs = writer.meta.get("copy_bandwidth_gbs")
+    status = "interrupted"
+    try:
+        with interruptible():
+            for index, case in enumerate(cases):
+                if progress:
+                    progress(index, len(cases), case)
+                if writer.meta["isolate"]:
+                    result = run_isolated(case, suite.metrics, suite.timing, threads)
+                else:
+                    result = run_case(case, suite.metrics, models, context)
+                result.row.update(roofline_columns(result.row, copy_gbs))
+                writer.append_case(result.row, result.samples, result.wall_samples)
+        status = "complete"
+    except Interrupted as interruption:
+        interruption.run_dir = writer.path
+        raise
+    finally:
+        writer.finish(status)
+    return writer.path
 
 
 def run_suite(
@@ -199,34 +316,55 @@ def run_suite(
     project: ProjectConfig,
     results_root: Path | None = None,
     progress: ProgressCallback | None = None,
+    suite_file_fingerprint: str | None = None,
 ) -> Path:
-    """Runs every case of `suite` and returns the run directory."""
-    device = resolve_device(suite.grid.device)
-    settings = configure_process(device, project.threads, suite.timing)
-    isolate = suite.timing.isolate_on(device.type)
-    cases = expand_grid(suite, device.type)
+    """Runs every case of `suite` and returns the run directory.
+
+    `suite_file_fingerprint` identifies the suite file as loaded (before --backbone/--attention filters),
+    so that a resume can tell whether the file changed since.
+    """
+    device, settings = _prepare(suite, project)
     context = MeasureContext(timing=suite.timing, device=device)
     bandwidth = copy_bandwidth_gbs(context) if "latency" in suite.metrics else {}
     writer = RunWriter.create(
         results_root or project.results_dir,
         {
-            "suite": suite.raw, "suite_fingerprint": suite.fingerprint, **environment(device, project.root),
-            **settings, "isolate": isolate, **bandwidth,
+            "suite": suite.raw,
+            "suite_fingerprint": suite.fingerprint,
+            "suite_source": str(suite.source.resolve()) if suite.source else None,
+            "suite_file_fingerprint": suite_file_fingerprint or suite.fingerprint,
+            **environment(device, project.root),
+            **settings,
+            **bandwidth,
         },
     )
-    models = ModelCache()
-    status = "interrupted"
-    try:
-        for index, case in enumerate(cases):
-            if progress:
-                progress(index, len(cases), case)
-            if isolate:
-                result = run_isolated(case, suite.metrics, suite.timing, project.threads)
-            else:
-                result = run_case(case, suite.metrics, models, context)
-            result.row.update(roofline_columns(result.row, bandwidth.get("copy_bandwidth_gbs")))
-            writer.append_case(result.row, result.samples, result.wall_samples)
-        status = "complete"
-    finally:
-        writer.finish(status)
-    return writer.path
+    return _execute(suite, expand_grid(suite, device.type), writer, device, progress, project.threads)
+
+
+def resume_run(
+    run_dir: Path, project: ProjectConfig, force: bool = False, progress: ProgressCallback | None = None
+) -> Path:
+    """Runs the cases of an interrupted run that have no row yet, in the same run directory."""
+    run = read_run(run_dir)
+    meta_path = Path(run_dir) / "meta.json"
+    if "suite" not in run.meta:
+        raise ResultsError(f"{meta_path}: no recorded suite to resume")
+    suite = parse_suite(run.meta["suite"], meta_path, project)
+    source = run.meta.get("suite_source")
+    if source and Path(source).is_file() and not force:
+        current = load_suite(source, project)
+        if current.fingerprint != run.meta.get("suite_file_fingerprint"):
+            raise ConfigError(
+                f"suite file {source} changed since run {run.run_id} started; "
+                "use --force to finish the recorded grid anyway, or start a new run"
+            )
+    device, _ = _prepare(suite, project)
+    if device.type != run.meta.get("device", device.type).split(":")[0]:
+        raise DeviceError(
+            f"run {run.run_id} measured on {run.meta['device']}; it cannot be resumed on {device}"
+        )
+    done = set(run.cases["case_id"])
+    missing = [case for case in expand_grid(suite, device.type) if case.case_id not in done]
+    writer = RunWriter.reopen(Path(run_dir), run.meta)
+    writer.update_meta(resumed=[*run.meta.get("resumed", []), utc_now()])
+    return _execute(suite, missing, writer, device, progress, project.threads)

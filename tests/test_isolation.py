@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.config import ProjectConfig, TimingSpec, attention_entry, load_project, parse_suite
+from attnbench.config import ProjectConfig, TimingSpec, attention_entry, parse_suite
 from attnbench.config import CaseSpec
 from attnbench.measure import bandwidth
 from attnbench.modules import ATTENTION
@@ -25,12 +25,6 @@ def crashing():
     yield crashing_attention
     for key in crashing_attention.CRASHING:
         del ATTENTION._entries[key]  # keep "*" in other tests free of these modules
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> ProjectConfig:
-    (tmp_path / "attnbench.toml").write_text("threads = 1\n")
-    return load_project(tmp_path / "attnbench.toml")
 
 
 def test_crash_message_names_the_signal_or_the_exit_code() -> None:

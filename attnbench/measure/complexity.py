@@ -6,8 +6,11 @@ import logging
 import warnings
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # fvcore's focal_loss scripts a function at import
+    from fvcore.nn import FlopCountAnalysis
 
 from attnbench.backbones import BuiltModel, build_model
 from attnbench.config import CaseSpec

@@ -3,6 +3,6 @@
 from attnbench.modules.base import ATTENTION, BASELINE, AttentionSpec, Paper, attention, get_attention
 
 # Importing the family files fills the registry.
-from attnbench.modules import cbam, eca, se  # noqa: E402,F401
+from attnbench.modules import bam, cbam, coord, eca, fca, gct, rcan, scse, se, sk, srm  # noqa: E402,F401
 
 __all__ = ["ATTENTION", "BASELINE", "AttentionSpec", "Paper", "attention", "get_attention"]

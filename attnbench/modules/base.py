@@ -113,7 +113,9 @@ def get_attention(key: str) -> AttentionSpec:
 def hidden_units(channels: int, reduction: int, key: str) -> int:
     """C // r for bottleneck MLPs; refuses a reduction that leaves no hidden unit."""
     if reduction < 1:
-        raise OptionError(f"attention {key!r}: reduction must be a positive integer, got {reduction}")
+        raise OptionError(
+            f"attention {key!r}: reduction must be a positive integer, got {reduction}; accepted: 1 to {channels}"
+        )
     hidden = channels // reduction
     if hidden < 1:
         raise OptionError(
@@ -121,3 +123,12 @@ def hidden_units(channels: int, reduction: int, key: str) -> int:
             f"accepted: reduction <= {channels}"
         )
     return hidden
+
+
+def conv_bn_relu(
+    inputs: int, outputs: int, kernel_size: int, *, stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool
+) -> nn.Sequential:
+    """Conv (same padding) -> BatchNorm2d -> ReLU, the unit several released modules stack."""
+    padding = dilation * (kernel_size - 1) // 2
+    conv = nn.Conv2d(inputs, outputs, kernel_size, stride, padding, dilation, groups, bias=bias)
+    return nn.Sequential(conv, nn.BatchNorm2d(outputs), nn.ReLU(inplace=True))

@@ -51,7 +51,8 @@ class SpatialGate(nn.Module):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise OptionError(
-                f"attention {key!r}: kernel_size must be a positive odd integer, got {kernel_size}"
+                f"attention {key!r}: kernel_size must be a positive odd integer, got {kernel_size}; "
+                "accepted: 1, 3, 5, 7, ..."
             )
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
