@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
+from fnmatch import fnmatchcase
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-from attnbench.errors import AttnbenchError, ConfigError, UnknownNameError
+from attnbench.errors import AttnbenchError, ConfigError, OptionError, UnknownNameError
 from attnbench.registry import unknown_name_message
 
 CONFIG_FILENAME = "attnbench.toml"
@@ -44,6 +47,51 @@ class TimingSpec:
 
 
 @dataclass(frozen=True)
+class GateThresholds:
+    """When a slower case counts as a regression: both a relative slowdown and a significance level."""
+
+    max_slowdown: float = 0.05
+    """Largest accepted increase of the median, as a fraction (0.05 = 5%)."""
+    alpha: float = 0.01
+    """Significance level of the Mann-Whitney U test; the bootstrap interval of the ratio is 1 - alpha."""
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    """Thresholds for the cases of one suite and/or whose case path matches an fnmatch pattern."""
+
+    max_slowdown: float | None = None
+    alpha: float | None = None
+    suite: str | None = None
+    pattern: str | None = None
+
+    def applies(self, suite: str, case_path: str) -> bool:
+        return (self.suite is None or self.suite == suite) and (
+            self.pattern is None or fnmatchcase(case_path, self.pattern)
+        )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The [gate] table: defaults, then suite overrides, then case-pattern overrides (later ones win)."""
+
+    defaults: GateThresholds = GateThresholds()
+    overrides: tuple[GateOverride, ...] = ()
+
+    def thresholds_for(self, suite: str, case_path: str) -> GateThresholds:
+        thresholds = self.defaults
+        # Suite-wide overrides first, so that a pattern is always more specific than its suite.
+        ordered = sorted(self.overrides, key=lambda override: override.pattern is not None)
+        for override in ordered:
+            if override.applies(suite, case_path):
+                thresholds = GateThresholds(
+                    max_slowdown=thresholds.max_slowdown if override.max_slowdown is None else override.max_slowdown,
+                    alpha=thresholds.alpha if override.alpha is None else override.alpha,
+                )
+        return thresholds
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """Project defaults from attnbench.toml; `root` is the folder that holds it."""
 
@@ -53,6 +101,8 @@ class ProjectConfig:
     device: str = "auto"
     threads: int | None = None
     timing: TimingSpec = TimingSpec()
+    gate: GateConfig = GateConfig()
+    plugins: tuple[str, ...] = ()
     source: Path | None = None
 
 
@@ -277,6 +327,71 @@ def _compile_backend(section: _Section, default: str) -> str:
     return value
 
 
+def parse_fraction(value: str | float, where: str) -> float:
+    """A relative slowdown written as "5%" or 0.05; a bare number of 1 or more is refused as ambiguous."""
+    text = str(value).strip()
+    try:
+        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a fraction; accepted: a percentage like 5% or 0.05") from None
+    if not 0 < fraction < float("inf") or (not text.endswith("%") and fraction >= 1):
+        raise ConfigError(f"{where}: {value!r} is out of range; accepted: a percentage > 0% like 5%, or 0 < x < 1")
+    return fraction
+
+
+def parse_alpha(value: str | float, where: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a number; accepted: 0 < alpha < 1, e.g. 0.01") from None
+    if not 0 < alpha < 1:
+        raise ConfigError(f"{where}: {value!r} is out of range; accepted: 0 < alpha < 1, e.g. 0.01")
+    return alpha
+
+
+def _thresholds(section: _Section) -> dict[str, float]:
+    """The max_slowdown and alpha a [gate] table or override sets, validated."""
+    found = {}
+    if "max_slowdown" in section.data:
+        found["max_slowdown"] = parse_fraction(
+            section.get("max_slowdown", (str, float)), section.where("max_slowdown")
+        )
+    if "alpha" in section.data:
+        found["alpha"] = parse_alpha(section.get("alpha", float), section.where("alpha"))
+    return found
+
+
+def _gate(data: Any, source: Path) -> GateConfig:
+    section = _Section(data, source, "gate", ("max_slowdown", "alpha", "suites", "cases"))
+    defaults = GateThresholds(**_thresholds(section))
+    overrides: list[GateOverride] = []
+    for suite, table in section.get("suites", dict, {}).items():
+        overrides.append(GateOverride(suite=suite, **_thresholds(
+            _Section(table, source, f"gate.suites.{suite}", ("max_slowdown", "alpha"))
+        )))
+    cases = section.get("cases", list, [])
+    for index, table in enumerate(cases):
+        case = _Section(table, source, f"gate.cases[{index}]", ("pattern", "suite", "max_slowdown", "alpha"))
+        overrides.append(GateOverride(
+            pattern=case.get("pattern", str), suite=case.get("suite", str, None), **_thresholds(case)
+        ))
+    return GateConfig(defaults, tuple(overrides))
+
+
+def import_plugins(plugins: tuple[str, ...], root: Path, where: str) -> None:
+    """Imports user modules that register their own attention modules or backbones.
+
+    The project root goes on sys.path so that a plugin can sit next to attnbench.toml.
+    """
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for name in plugins:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # a plugin's own bug is the user's to fix: one line, not a traceback
+            raise ConfigError(f"{where}: cannot import plugin {name!r}: {type(error).__name__}: {error}") from None
+
+
 # --- project configuration ------------------------------------------------------------------------
 
 
@@ -299,11 +414,16 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites")
     path = Path(path)
     data = read_toml(path)
-    section = _Section(data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing"))
+    section = _Section(
+        data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins")
+    )
     root = path.resolve().parent
     threads = section.get("threads", int, None)
     if threads is not None and threads < 1:
         raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
+    plugins = section.list_of("plugins", str, ())
+    # Before any suite is parsed: suites may name the modules that plugins register.
+    import_plugins(plugins, root, section.where("plugins"))
     return ProjectConfig(
         root=root,
         results_dir=root / section.get("results_dir", str, "results"),
@@ -311,6 +431,8 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         device=section.choice("device", DEVICES, "auto"),
         threads=threads,
         timing=_timing(data.get("timing", {}), path, "timing", TimingSpec()),
+        gate=_gate(data.get("gate", {}), path),
+        plugins=plugins,
         source=path,
     )
 
@@ -457,6 +579,19 @@ def attention_entry(
         options=tuple(sorted(options.items())),
         placement=placement,
     )
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """`reduction=8` -> ("reduction", 8) for command lines: the value is read as TOML, as in suite files,
+    and a value that is not TOML (`mode=fast`) is a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip() or not raw.strip():
+        raise OptionError(f"option {text!r} is not of the form KEY=VALUE, e.g. reduction=8 or bias=true")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return name.strip(), value
 
 
 def _attention_entries(values: list[Any], grid: _Section) -> tuple[AttentionEntry, ...]:

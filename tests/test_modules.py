@@ -15,9 +15,9 @@ from attnbench.modules import ATTENTION, get_attention
 KEYS = ATTENTION.names()
 CHANNELS = 64  # divisible by 16 (fca) and 32 (sk), so every key builds with its defaults
 SIZES = [(1, 1), (1, 3), (2, 2), (3, 5), (6, 4)]
-OWN_KEYS = {
-    *("se", "cbam", "cbam_channel", "cbam_spatial", "eca", "coord"),
-    *("srm", "gct", "fca", "rcan", "scse", "sk", "bam"),
+ISSUE_KEYS = {
+    *("se", "cbam", "cbam_channel", "cbam_spatial", "eca", "coord", "srm", "gct", "fca"),
+    *("gsop", "encnet", "rcan", "soca", "dia", "bilinear", "scse", "sk", "bam"),
 }
 
 # Option values whose parameter count is checked besides the defaults; keys not listed use defaults only.
@@ -127,7 +127,14 @@ def test_se_formula_exact(channels: int, reduction: int) -> None:
 def test_gradients_reach_every_parameter(key: str) -> None:
     module = _randomise(get_attention(key).build(CHANNELS)).train()
     x = _input(3, 5, 6).requires_grad_()
-    out = module(x)
+    # A recurrent module (dia) starts from zero state, where its hidden-path weights get no gradient;
+    # two steps within one pass, as in two blocks of a stage, reach them.
+    steps = 2 if hasattr(module, "reset_state") else 1
+    if steps == 2:
+        module.reset_state()
+    out = x
+    for _ in range(steps):
+        out = module(out)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
     (out * weights).sum().backward()
     for name, parameter in module.named_parameters():
@@ -209,9 +216,11 @@ def test_bad_options_fail_at_construction(key: str, channels: int, options: dict
     assert fragment in message and "\n" not in message and "accepted" in message
 
 
-def test_own_keys_are_registered_with_their_placements() -> None:
-    assert OWN_KEYS <= set(KEYS)
-    placements = {key: get_attention(key).placement for key in OWN_KEYS}
+def test_every_key_of_the_zoo_is_registered_with_its_placement() -> None:
+    assert ISSUE_KEYS == set(KEYS) and len(KEYS) == 18
+    placements = {key: get_attention(key).placement for key in ISSUE_KEYS}
+    assert placements["gsop"] == "stage_end" and placements["encnet"] == "head"
+    assert placements["dia"] == "shared_per_stage"
     assert placements["coord"] == "expanded"
     assert placements["gct"] == "pre_conv"
     assert placements["bam"] == "between_stages"

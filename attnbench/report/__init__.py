@@ -2,4 +2,7 @@
 
 from attnbench.report.markdown import write_report
 
+# Importing the section files fills the SECTIONS registry.
+from attnbench.report import profile_section  # noqa: E402,F401
+
 __all__ = ["write_report"]
