@@ -108,12 +108,7 @@ def _list_suites(project: ProjectConfig) -> Table:
     table = Table("suite", "description", "metrics", "cases")
     for name in list_suites(project):
         suite = load_suite(name, project)
-        grid = suite.grid
-        count = (
-            len(grid.backbones) * len(grid.attention) * len(grid.batch_sizes)
-            * len(grid.resolutions) * len(grid.dtypes) * len(grid.modes)
-        )
-        table.add_row(name, suite.description, ", ".join(suite.metrics), str(count))
+        table.add_row(name, suite.description, ", ".join(suite.metrics), str(suite.grid.case_count))
     return table
 
 

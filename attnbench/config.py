@@ -21,6 +21,7 @@ METRIC_NAMES = ("complexity", "latency", "memory", "profile", "module_latency")
 MODES = ("eval", "train")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+L2_FLUSH = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,16 @@ class TimingSpec:
     max_seconds: float = 1.0
     max_case_seconds: float | None = 600.0
     """A case still running after this many seconds is stopped and recorded with status timeout."""
+    cudnn_benchmark: bool = True
+    l2_flush: str = "auto"
+    """CUDA: write a buffer larger than the L2 cache before each repeat; auto = when the working set fits in L2."""
+    isolate: bool | None = None
+    """Each case in a fresh subprocess; None = on for CUDA, off for the CPU."""
+    compile_backend: str = "inductor"
+    """torch.compile backend for cases with compile = true."""
+
+    def isolate_on(self, device_type: str) -> bool:
+        return self.isolate if self.isolate is not None else device_type == "cuda"
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,15 @@ class GridSpec:
     dtypes: tuple[str, ...] = ("float32",)
     modes: tuple[str, ...] = ("eval",)
     device: str = "auto"
+    channels_last: tuple[bool, ...] = (False,)
+    compile: tuple[bool, ...] = (False,)
+
+    @property
+    def case_count(self) -> int:
+        return (
+            len(self.backbones) * len(self.attention) * len(self.batch_sizes) * len(self.resolutions)
+            * len(self.dtypes) * len(self.modes) * len(self.channels_last) * len(self.compile)
+        )
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,8 @@ class CaseSpec:
     dtype: str
     mode: str
     device: str
+    channels_last: bool = False
+    compile: bool = False
 
     @property
     def key(self) -> dict[str, Any]:
@@ -159,6 +181,8 @@ class CaseSpec:
             "dtype": self.dtype,
             "mode": self.mode,
             "device": self.device,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
         }
 
     @property
@@ -199,6 +223,13 @@ class _Section:
                     f"{self.where(key)}: unknown key; "
                     + unknown_name_message("key", key, list(allowed)).split(": ", 1)[1]
                 )
+
+    def bools(self, key: str) -> tuple[bool, ...]:
+        """A list of distinct booleans, defaulting to [false]: a grid axis that can be switched on."""
+        values = self.list_of(key, bool, (False,))
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{self.where(key)}: values must be distinct, got {list(values)}")
+        return values
 
     def where(self, key: str) -> str:
         dotted = f"{self.prefix}.{key}" if self.prefix else key
@@ -252,6 +283,10 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
         max_repeats=section.positive_int("max_repeats", base.max_repeats),
         max_seconds=section.get("max_seconds", float, base.max_seconds),
         max_case_seconds=section.get("max_case_seconds", float, base.max_case_seconds),
+        cudnn_benchmark=section.get("cudnn_benchmark", bool, base.cudnn_benchmark),
+        l2_flush=_l2_flush(section, base.l2_flush),
+        isolate=section.get("isolate", bool, base.isolate),
+        compile_backend=_compile_backend(section, base.compile_backend),
     )
     if timing.max_repeats < timing.min_repeats:
         raise ConfigError(
@@ -263,6 +298,33 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
     return timing
+
+
+def _l2_flush(section: _Section, default: str) -> str:
+    """`auto`, or a boolean forcing the flush on or off."""
+    value = section.get("l2_flush", (bool, str), default)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in L2_FLUSH:
+        raise ConfigError(
+            f"{section.where('l2_flush')}: {value!r} is not accepted; accepted: auto, true, false"
+        )
+    return value
+
+
+def _compile_backend(section: _Section, default: str) -> str:
+    value = section.get("compile_backend", str, default)
+    if value == default:
+        return value
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if value not in backends:
+        raise ConfigError(
+            f"{section.where('compile_backend')}: "
+            + unknown_name_message("compile backend", value, list(backends))
+        )
+    return value
 
 
 def parse_fraction(value: str | float, where: str) -> float:
@@ -468,6 +530,8 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
         dtypes=dtypes,
         modes=modes,
         device=device,
+        channels_last=section.bools("channels_last"),
+        compile=section.bools("compile"),
     )
 
 
@@ -576,7 +640,8 @@ def suite_to_dict(suite: SuiteSpec) -> dict[str, Any]:
         "description": suite.description,
         "metrics": suite.metrics,
         "grid": grid,
-        "timing": asdict(suite.timing),
+        # None means "the default" (e.g. isolate: by device); a suite file says that by leaving the key out
+        "timing": {key: value for key, value in asdict(suite.timing).items() if value is not None},
     }
     return json.loads(json.dumps(data))  # tuples become lists, exactly as meta.json will hold them
 
@@ -634,8 +699,9 @@ def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:
     """Every case of the suite, backbone-major so that each model is built once per attention entry."""
     grid = suite.grid
     return [
-        CaseSpec(backbone, entry, batch, resolution, dtype, mode, device)
-        for backbone, entry, batch, resolution, dtype, mode in product(
-            grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes
+        CaseSpec(backbone, entry, batch, resolution, dtype, mode, device, channels_last, compiled)
+        for backbone, entry, batch, resolution, dtype, mode, channels_last, compiled in product(
+            grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes,
+            grid.channels_last, grid.compile,
         )
     ]

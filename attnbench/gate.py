@@ -27,7 +27,8 @@ from attnbench.results import SAMPLE_COLUMNS, Run, find_runs, read_run
 
 IDENTITY_COLUMNS = ("backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device")
 OPTIONAL_IDENTITY_COLUMNS = ("channels_last", "compile")
-"""Axes added after the first schema: part of a case's identity when either run fills them."""
+"""Axes added after the first schema, false by default: part of a case's identity when either run has a
+case with the axis on, so that all-default runs match runs written before the axes existed."""
 ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "threads")
 """meta.json fields that change timings without changing any case; a difference is a warning."""
 SAMPLE_METRICS = tuple(column for column in SAMPLE_COLUMNS if column not in ("case_id", "repeat"))
@@ -207,7 +208,7 @@ def _key_value(value: Any) -> str:
 def identity_columns(*runs: Run) -> list[str]:
     optional = [
         column for column in OPTIONAL_IDENTITY_COLUMNS
-        if any(run.cases[column].notna().any() for run in runs)
+        if any(run.cases[column].map(lambda value: str(value).lower() == "true").any() for run in runs)
     ]
     return [*IDENTITY_COLUMNS, *optional]
 

@@ -60,6 +60,7 @@ CASE_COLUMNS = [
     "latency_ms_ci_high",
     "wall_ms_median",
     "repeats",
+    "l2_flush",
     "noisy",
     "throughput_ips",
     "compile_s",
@@ -179,12 +180,23 @@ class RunWriter:
         self.meta.update(fields)
         _atomic_write_text(self.path / META_FILE, json.dumps(self.meta, indent=2, default=str) + "\n")
 
-    def append_case(self, row: dict[str, Any], samples: list[float] | None = None) -> None:
-        """Samples first: a case row only exists once its raw timings are on disk."""
+    def append_case(
+        self, row: dict[str, Any], samples: list[float] | None = None, wall_samples: list[float] | None = None
+    ) -> None:
+        """Samples first: a case row only exists once its raw timings are on disk.
+
+        `wall_samples`, when given, pairs with `samples` repeat by repeat.
+        """
         if samples:
+            walls = wall_samples or [None] * len(samples)
+            if len(walls) != len(samples):
+                raise ValueError(f"{len(walls)} wall samples for {len(samples)} latency samples")
             lines = "".join(
-                _csv_line(SAMPLE_COLUMNS, {"case_id": row["case_id"], "repeat": i, "latency_ms": value})
-                for i, value in enumerate(samples)
+                _csv_line(
+                    SAMPLE_COLUMNS,
+                    {"case_id": row["case_id"], "repeat": i, "latency_ms": value, "wall_ms": wall},
+                )
+                for i, (value, wall) in enumerate(zip(samples, walls))
             )
             _append(self.path / SAMPLES_FILE, SAMPLE_COLUMNS, lines)
         _append(self.path / CASES_FILE, CASE_COLUMNS, _csv_line(CASE_COLUMNS, row))
