@@ -5,15 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from attnbench.config import ProjectConfig, expand_grid, filter_suite, list_suites, load_project, load_suite
-from attnbench.errors import AttnbenchError, UsageError
+from attnbench.config import (
+    DEVICES,
+    DTYPES,
+    MODES,
+    CaseSpec,
+    GateConfig,
+    ProjectConfig,
+    attention_entry,
+    filter_suite,
+    list_suites,
+    load_project,
+    load_suite,
+    parse_alpha,
+    parse_fraction,
+    parse_option,
+)
+from attnbench.errors import AttnbenchError, GateError, OptionError, ResultsError, UsageError
 from attnbench.registry import Registry
 
 console = Console()
@@ -59,21 +74,21 @@ def _list_attention(project: ProjectConfig) -> Table:
     from attnbench.modules import ATTENTION
 
     table = Table(show_lines=True)
+    # Every column but the key may wrap, so that no column vanishes on an 80-character terminal.
     table.add_column("key", no_wrap=True)
-    table.add_column("paper", max_width=32)
-    table.add_column("venue", no_wrap=True)
-    table.add_column("placement", no_wrap=True)
-    table.add_column("default options", no_wrap=True)  # one option a line keeps each name=value whole
-    table.add_column("params formula", max_width=30)
-    table.add_column(f"params at C={LISTED_CHANNELS}", justify="right", no_wrap=True)
+    table.add_column("paper", min_width=14, max_width=34)
+    table.add_column("placement", min_width=8, overflow="fold")
+    table.add_column("default options", min_width=10, overflow="fold")
+    table.add_column("params formula", min_width=12, max_width=30)
+    table.add_column(f"C={LISTED_CHANNELS}", justify="right", no_wrap=True)
     for key, spec in ATTENTION.items():
         options = "\n".join(f"{name}={value!r}" for name, value in spec.defaults.items()) or "-"
         try:
             params = f"{spec.param_count(LISTED_CHANNELS):,}"
         except AttnbenchError:
             params = "-"
-        venue = f"{spec.paper.venue} {spec.paper.year}"
-        table.add_row(key, spec.paper.title, venue, spec.placement, options, spec.formula, params)
+        paper = f"{spec.paper.title} ({spec.paper.venue} {spec.paper.year})"
+        table.add_row(key, paper, spec.placement, options, spec.formula, params)
     return table
 
 
@@ -93,8 +108,7 @@ def _list_suites(project: ProjectConfig) -> Table:
     table = Table("suite", "description", "metrics", "cases")
     for name in list_suites(project):
         suite = load_suite(name, project)
-        count = len(expand_grid(suite, suite.grid.device))
-        table.add_row(name, suite.description, ", ".join(suite.metrics), str(count))
+        table.add_row(name, suite.description, ", ".join(suite.metrics), str(suite.grid.case_count))
     return table
 
 
@@ -127,6 +141,48 @@ def _summary_table(run_dir: Path) -> Table:
     return table
 
 
+def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-slowdown", help="largest accepted slowdown of the median, e.g. 5%% or 0.05 (default from [gate])"
+    )
+    parser.add_argument("--alpha", help="significance level of the U test, e.g. 0.01 (default from [gate])")
+    parser.add_argument("--metric", default="latency_ms", help="raw samples to compare: latency_ms or wall_ms")
+    parser.add_argument("--strict-env", action="store_true", help="refuse runs from different environments")
+
+
+def _gate_config(args: argparse.Namespace, project: ProjectConfig) -> GateConfig:
+    """attnbench.toml's [gate], with the command line replacing its defaults (overrides still apply)."""
+    defaults = project.gate.defaults
+    if args.max_slowdown is not None:
+        defaults = replace(defaults, max_slowdown=parse_fraction(args.max_slowdown, "--max-slowdown"))
+    if args.alpha is not None:
+        defaults = replace(defaults, alpha=parse_alpha(args.alpha, "--alpha"))
+    return replace(project.gate, defaults=defaults)
+
+
+def _gate(
+    args: argparse.Namespace, project: ProjectConfig, baseline: Path, current: Path, out: Path | None
+) -> bool:
+    """Compares two runs, prints the table and warnings, writes Markdown to `out`; True when it passes."""
+    from attnbench.gate import compare_runs, resolve_run
+    from attnbench.report.compare import comparison_markdown, comparison_table
+
+    comparison = compare_runs(
+        resolve_run(baseline, "baseline"), resolve_run(current, "current"),
+        _gate_config(args, project), args.metric, args.strict_env,
+    )
+    console.print(comparison_table(comparison))
+    for warning in comparison.warnings:
+        error_console.print(f"attnbench: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        try:
+            out.write_text(comparison_markdown(comparison))
+        except OSError as error:
+            raise ResultsError(f"cannot write {out}: {error.strerror}") from None
+        console.print(f"comparison written to {out}")
+    return comparison.passed
+
+
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="suite name (from suites/) or path to a suite TOML")
     parser.add_argument("--out", help="results root for the run directory (default from attnbench.toml)")
@@ -135,6 +191,11 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", nargs="+", help="only these attention keys or labels of the suite")
     parser.add_argument("--resume", metavar="RUN_DIR", help="run only the missing cases of an interrupted run")
     parser.add_argument("--force", action="store_true", help="with --resume: even if the suite file changed")
+    parser.add_argument("--baseline", help="a run directory to compare with; writes RUN_DIR/compare.md")
+    parser.add_argument(
+        "--fail-on-regression", action="store_true", help="exit 1 when the comparison with --baseline fails"
+    )
+    _add_gate_arguments(parser)
 
 
 def _progress_columns() -> tuple:
@@ -150,7 +211,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if bool(args.suite) == bool(args.resume):
         raise UsageError("run needs exactly one of --suite NAME|PATH and --resume RUN_DIR")
+    if args.fail_on_regression and not args.baseline:
+        raise UsageError("--fail-on-regression needs --baseline PATH, the run to compare with")
+    if args.baseline and not Path(args.baseline).exists():
+        raise GateError(f"baseline {args.baseline} does not exist; accepted: a run directory or a folder of runs")
     project = project_of(args)
+    _gate_config(args, project)  # bad thresholds fail before the run, not after it
     with Progress(*_progress_columns(), console=error_console, transient=True) as progress:
         task = progress.add_task("starting", total=None)
 
@@ -179,7 +245,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             return interruption.exit_code
     console.print(_summary_table(run_dir))
     console.print(f"run directory: {run_dir}")
+    if args.baseline:
+        passed = _gate(args, project, Path(args.baseline), run_dir, run_dir / "compare.md")
+        return 1 if args.fail_on_regression and not passed else 0
     return 0
+
+
+def _configure_compare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", help="the baseline run directory (or a folder of runs: its latest)")
+    parser.add_argument("current", help="the current run directory (or a folder of runs: its latest)")
+    parser.add_argument("--out", help="Markdown file to write, e.g. for a pull-request comment")
+    _add_gate_arguments(parser)
+
+
+@command(
+    "compare",
+    "compare two runs case by case; exit 1 on a latency regression, 2 on misuse",
+    _configure_compare,
+)
+def cmd_compare(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else None
+    return 0 if _gate(args, project_of(args), Path(args.baseline), Path(args.current), out) else 1
 
 
 def _configure_report(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +279,81 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     target = write_report(Path(args.path), Path(args.out) if args.out else None)
     console.print(f"report written to {target}")
+    return 0
+
+
+def _configure_profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", required=True, help="a backbone of `attnbench list backbones`")
+    parser.add_argument("--attention", required=True, help="an attention key, or none for the plain backbone")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a module option, the value as in suite files (reduction=8, bias=true); repeatable")
+    parser.add_argument("--placement", help="insertion policy (default: the module's own)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--resolution", type=int, default=224, help="input height and width (default 224)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--mode", choices=MODES, default="eval", help="eval: forward; train: forward, backward, SGD")
+    parser.add_argument("--device", choices=DEVICES, help="default from attnbench.toml")
+    parser.add_argument("--warmup", type=int, default=1, help="steps before the profiled ones (default 1)")
+    parser.add_argument("--steps", type=int, default=2, help="profiled steps, averaged (default 2)")
+    parser.add_argument("--top", type=int, default=10, help="rows of the operator tables (default 10)")
+    parser.add_argument("--trace", help="write a Chrome/Perfetto trace (JSON) of the profiled steps with the module")
+    parser.add_argument("--out", help="also write the tables to this Markdown file")
+
+
+def _profile_case(args: argparse.Namespace, device: str) -> CaseSpec:
+    from attnbench.backbones import get_backbone
+
+    minimum = get_backbone(args.backbone).min_resolution
+    for flag, value, lowest in (
+        ("--batch", args.batch, 1), ("--resolution", args.resolution, minimum), ("--warmup", args.warmup, 1),
+        ("--steps", args.steps, 1), ("--top", args.top, 1),
+    ):
+        if value < lowest:
+            raise OptionError(f"{flag} {value} is too small; accepted: >= {lowest}")
+    options = dict(parse_option(text) for text in args.option)
+    entry = attention_entry(args.attention, options, placement=args.placement)
+    return CaseSpec(args.backbone, entry, args.batch, args.resolution, args.dtype, args.mode, device)
+
+
+def _rich_table(title: str, frame) -> Table:
+    from attnbench.report.markdown import fmt_number
+
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(frame.columns):
+        table.add_column(column, no_wrap=index == 0)  # operator names are what the table is read for
+    for row in frame.itertuples(index=False):
+        table.add_row(*(fmt_number(value) for value in row))
+    return table
+
+
+@command("profile", "profile one model: top operators, launches per step, time inside attention", _configure_profile)
+def cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from attnbench.measure.profile import profile_against_baseline
+    from attnbench.report.profile_section import PROFILE_NOTE, profile_markdown, profile_tables
+    from attnbench.runner import resolve_device
+
+    project = project_of(args)
+    device = resolve_device(args.device or project.device)
+    case = _profile_case(args, device.type)
+    if project.threads:
+        torch.set_num_threads(project.threads)
+    trace = Path(args.trace) if args.trace else None
+    result, baseline = profile_against_baseline(case, device, warmup=args.warmup, steps=args.steps, trace=trace)
+    tables = profile_tables(result, baseline, case.backbone, args.top)
+    heading = (
+        f"{case.backbone} + {case.attention.label}, batch {case.batch_size}, {case.resolution} px, {case.dtype}, "
+        f"{case.mode}, {device} ({args.steps} profiled steps)"
+    )
+    console.print(f"[bold]{heading}[/bold]\n{PROFILE_NOTE}")
+    for title, frame in tables:
+        console.print(_rich_table(title, frame))
+    if trace:
+        console.print(f"trace written to {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
+    if args.out:
+        Path(args.out).write_text(profile_markdown(heading, tables))
+        console.print(f"tables written to {args.out}")
     return 0
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
+from fnmatch import fnmatchcase
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-from attnbench.errors import AttnbenchError, ConfigError, UnknownNameError
+from attnbench.errors import AttnbenchError, ConfigError, OptionError, UnknownNameError
 from attnbench.registry import unknown_name_message
 
 CONFIG_FILENAME = "attnbench.toml"
@@ -18,6 +21,7 @@ METRIC_NAMES = ("complexity", "latency", "memory", "profile", "module_latency")
 MODES = ("eval", "train")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+L2_FLUSH = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,61 @@ class TimingSpec:
     max_seconds: float = 1.0
     max_case_seconds: float | None = 600.0
     """A case still running after this many seconds is stopped and recorded with status timeout."""
+    cudnn_benchmark: bool = True
+    l2_flush: str = "auto"
+    """CUDA: write a buffer larger than the L2 cache before each repeat; auto = when the working set fits in L2."""
+    isolate: bool | None = None
+    """Each case in a fresh subprocess; None = on for CUDA, off for the CPU."""
+    compile_backend: str = "inductor"
+    """torch.compile backend for cases with compile = true."""
+
+    def isolate_on(self, device_type: str) -> bool:
+        return self.isolate if self.isolate is not None else device_type == "cuda"
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """When a slower case counts as a regression: both a relative slowdown and a significance level."""
+
+    max_slowdown: float = 0.05
+    """Largest accepted increase of the median, as a fraction (0.05 = 5%)."""
+    alpha: float = 0.01
+    """Significance level of the Mann-Whitney U test; the bootstrap interval of the ratio is 1 - alpha."""
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    """Thresholds for the cases of one suite and/or whose case path matches an fnmatch pattern."""
+
+    max_slowdown: float | None = None
+    alpha: float | None = None
+    suite: str | None = None
+    pattern: str | None = None
+
+    def applies(self, suite: str, case_path: str) -> bool:
+        return (self.suite is None or self.suite == suite) and (
+            self.pattern is None or fnmatchcase(case_path, self.pattern)
+        )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The [gate] table: defaults, then suite overrides, then case-pattern overrides (later ones win)."""
+
+    defaults: GateThresholds = GateThresholds()
+    overrides: tuple[GateOverride, ...] = ()
+
+    def thresholds_for(self, suite: str, case_path: str) -> GateThresholds:
+        thresholds = self.defaults
+        # Suite-wide overrides first, so that a pattern is always more specific than its suite.
+        ordered = sorted(self.overrides, key=lambda override: override.pattern is not None)
+        for override in ordered:
+            if override.applies(suite, case_path):
+                thresholds = GateThresholds(
+                    max_slowdown=thresholds.max_slowdown if override.max_slowdown is None else override.max_slowdown,
+                    alpha=thresholds.alpha if override.alpha is None else override.alpha,
+                )
+        return thresholds
 
 
 @dataclass(frozen=True)
@@ -42,6 +101,8 @@ class ProjectConfig:
     device: str = "auto"
     threads: int | None = None
     timing: TimingSpec = TimingSpec()
+    gate: GateConfig = GateConfig()
+    plugins: tuple[str, ...] = ()
     source: Path | None = None
 
 
@@ -74,6 +135,16 @@ class GridSpec:
     dtypes: tuple[str, ...] = ("float32",)
     modes: tuple[str, ...] = ("eval",)
     device: str = "auto"
+    channels_last: tuple[bool, ...] = (False,)
+    compile: tuple[bool, ...] = (False,)
+
+    @property
+    def case_count(self) -> int:
+        pairs = sum(entry.applies_to(backbone) for backbone in self.backbones for entry in self.attention)
+        return (
+            pairs * len(self.batch_sizes) * len(self.resolutions)
+            * len(self.dtypes) * len(self.modes) * len(self.channels_last) * len(self.compile)
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +174,8 @@ class CaseSpec:
     dtype: str
     mode: str
     device: str
+    channels_last: bool = False
+    compile: bool = False
 
     @property
     def key(self) -> dict[str, Any]:
@@ -115,6 +188,8 @@ class CaseSpec:
             "dtype": self.dtype,
             "mode": self.mode,
             "device": self.device,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
         }
 
     @property
@@ -155,6 +230,13 @@ class _Section:
                     f"{self.where(key)}: unknown key; "
                     + unknown_name_message("key", key, list(allowed)).split(": ", 1)[1]
                 )
+
+    def bools(self, key: str) -> tuple[bool, ...]:
+        """A list of distinct booleans, defaulting to [false]: a grid axis that can be switched on."""
+        values = self.list_of(key, bool, (False,))
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{self.where(key)}: values must be distinct, got {list(values)}")
+        return values
 
     def where(self, key: str) -> str:
         dotted = f"{self.prefix}.{key}" if self.prefix else key
@@ -208,6 +290,10 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
         max_repeats=section.positive_int("max_repeats", base.max_repeats),
         max_seconds=section.get("max_seconds", float, base.max_seconds),
         max_case_seconds=section.get("max_case_seconds", float, base.max_case_seconds),
+        cudnn_benchmark=section.get("cudnn_benchmark", bool, base.cudnn_benchmark),
+        l2_flush=_l2_flush(section, base.l2_flush),
+        isolate=section.get("isolate", bool, base.isolate),
+        compile_backend=_compile_backend(section, base.compile_backend),
     )
     if timing.max_repeats < timing.min_repeats:
         raise ConfigError(
@@ -219,6 +305,98 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
     return timing
+
+
+def _l2_flush(section: _Section, default: str) -> str:
+    """`auto`, or a boolean forcing the flush on or off."""
+    value = section.get("l2_flush", (bool, str), default)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in L2_FLUSH:
+        raise ConfigError(
+            f"{section.where('l2_flush')}: {value!r} is not accepted; accepted: auto, true, false"
+        )
+    return value
+
+
+def _compile_backend(section: _Section, default: str) -> str:
+    value = section.get("compile_backend", str, default)
+    if value == default:
+        return value
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if value not in backends:
+        raise ConfigError(
+            f"{section.where('compile_backend')}: "
+            + unknown_name_message("compile backend", value, list(backends))
+        )
+    return value
+
+
+def parse_fraction(value: str | float, where: str) -> float:
+    """A relative slowdown written as "5%" or 0.05; a bare number of 1 or more is refused as ambiguous."""
+    text = str(value).strip()
+    try:
+        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a fraction; accepted: a percentage like 5% or 0.05") from None
+    if not 0 < fraction < float("inf") or (not text.endswith("%") and fraction >= 1):
+        raise ConfigError(f"{where}: {value!r} is out of range; accepted: a percentage > 0% like 5%, or 0 < x < 1")
+    return fraction
+
+
+def parse_alpha(value: str | float, where: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a number; accepted: 0 < alpha < 1, e.g. 0.01") from None
+    if not 0 < alpha < 1:
+        raise ConfigError(f"{where}: {value!r} is out of range; accepted: 0 < alpha < 1, e.g. 0.01")
+    return alpha
+
+
+def _thresholds(section: _Section) -> dict[str, float]:
+    """The max_slowdown and alpha a [gate] table or override sets, validated."""
+    found = {}
+    if "max_slowdown" in section.data:
+        found["max_slowdown"] = parse_fraction(
+            section.get("max_slowdown", (str, float)), section.where("max_slowdown")
+        )
+    if "alpha" in section.data:
+        found["alpha"] = parse_alpha(section.get("alpha", float), section.where("alpha"))
+    return found
+
+
+def _gate(data: Any, source: Path) -> GateConfig:
+    section = _Section(data, source, "gate", ("max_slowdown", "alpha", "suites", "cases"))
+    defaults = GateThresholds(**_thresholds(section))
+    overrides: list[GateOverride] = []
+    for suite, table in section.get("suites", dict, {}).items():
+        overrides.append(GateOverride(suite=suite, **_thresholds(
+            _Section(table, source, f"gate.suites.{suite}", ("max_slowdown", "alpha"))
+        )))
+    cases = section.get("cases", list, [])
+    for index, table in enumerate(cases):
+        case = _Section(table, source, f"gate.cases[{index}]", ("pattern", "suite", "max_slowdown", "alpha"))
+        overrides.append(GateOverride(
+            pattern=case.get("pattern", str), suite=case.get("suite", str, None), **_thresholds(case)
+        ))
+    return GateConfig(defaults, tuple(overrides))
+
+
+def import_plugins(plugins: tuple[str, ...], root: Path, where: str) -> None:
+    """Imports user modules that register their own attention modules or backbones.
+
+    The project root goes on sys.path so that a plugin can sit next to attnbench.toml.
+    """
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for name in plugins:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # a plugin's own bug is the user's to fix: one line, not a traceback
+            raise ConfigError(f"{where}: cannot import plugin {name!r}: {type(error).__name__}: {error}") from None
 
 
 # --- project configuration ------------------------------------------------------------------------
@@ -243,11 +421,16 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites")
     path = Path(path)
     data = read_toml(path)
-    section = _Section(data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing"))
+    section = _Section(
+        data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins")
+    )
     root = path.resolve().parent
     threads = section.get("threads", int, None)
     if threads is not None and threads < 1:
         raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
+    plugins = section.list_of("plugins", str, ())
+    # Before any suite is parsed: suites may name the modules that plugins register.
+    import_plugins(plugins, root, section.where("plugins"))
     return ProjectConfig(
         root=root,
         results_dir=root / section.get("results_dir", str, "results"),
@@ -255,6 +438,8 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         device=section.choice("device", DEVICES, "auto"),
         threads=threads,
         timing=_timing(data.get("timing", {}), path, "timing", TimingSpec()),
+        gate=_gate(data.get("gate", {}), path),
+        plugins=plugins,
         source=path,
     )
 
@@ -353,6 +538,8 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
         dtypes=dtypes,
         modes=modes,
         device=device,
+        channels_last=section.bools("channels_last"),
+        compile=section.bools("compile"),
     )
 
 
@@ -442,6 +629,19 @@ def attention_entry(
     )
 
 
+def parse_option(text: str) -> tuple[str, Any]:
+    """`reduction=8` -> ("reduction", 8) for command lines: the value is read as TOML, as in suite files,
+    and a value that is not TOML (`mode=fast`) is a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip() or not raw.strip():
+        raise OptionError(f"option {text!r} is not of the form KEY=VALUE, e.g. reduction=8 or bias=true")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return name.strip(), value
+
+
 def _attention_entries(values: list[Any], grid: _Section) -> tuple[tuple[AttentionEntry, bool], ...]:
     """The grid's attention entries, each with whether it came in through `"*"`."""
     from attnbench.modules import ATTENTION
@@ -495,7 +695,8 @@ def suite_to_dict(suite: SuiteSpec) -> dict[str, Any]:
         "description": suite.description,
         "metrics": suite.metrics,
         "grid": grid,
-        "timing": asdict(suite.timing),
+        # None means "the default" (e.g. isolate: by device); a suite file says that by leaving the key out
+        "timing": {key: value for key, value in asdict(suite.timing).items() if value is not None},
     }
     return json.loads(json.dumps(data))  # tuples become lists, exactly as meta.json will hold them
 
@@ -555,9 +756,10 @@ def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:
     """Every case of the suite, backbone-major so that each model is built once per attention entry."""
     grid = suite.grid
     return [
-        CaseSpec(backbone, entry, batch, resolution, dtype, mode, device)
-        for backbone, entry, batch, resolution, dtype, mode in product(
-            grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes
+        CaseSpec(backbone, entry, batch, resolution, dtype, mode, device, channels_last, compiled)
+        for backbone, entry, batch, resolution, dtype, mode, channels_last, compiled in product(
+            grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes,
+            grid.channels_last, grid.compile,
         )
         if entry.applies_to(backbone)
     ]

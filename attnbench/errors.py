@@ -29,3 +29,7 @@ class DeviceError(AttnbenchError):
 
 class UsageError(AttnbenchError):
     """Command-line arguments that do not fit together."""
+
+
+class GateError(AttnbenchError):
+    """Two runs that cannot be compared: a missing path, no common case, an environment refused."""

@@ -7,7 +7,7 @@ import io
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from attnbench.errors import ResultsError
 
 SCHEMA_VERSION = 1
 META_FILE, CASES_FILE, SAMPLES_FILE = "meta.json", "cases.csv", "samples.csv"
+SITES_FILE = "attention_sites.csv"
 
 CASE_COLUMNS = [
     # what the case is
@@ -59,6 +60,7 @@ CASE_COLUMNS = [
     "latency_ms_ci_high",
     "wall_ms_median",
     "repeats",
+    "l2_flush",
     "noisy",
     "throughput_ips",
     "compile_s",
@@ -76,6 +78,20 @@ CASE_COLUMNS = [
     "duration_s",
 ]
 SAMPLE_COLUMNS = ["case_id", "repeat", "latency_ms", "wall_ms"]
+SITE_COLUMNS = [
+    "case_id",
+    "backbone",
+    "attention",
+    "path",
+    "stage",
+    "channels",
+    "sites",
+    "formula_params",
+    "counted_params",
+    "ok",
+]
+"""attention_sites.csv: one row per attention instance of a case (the parameter-formula check); `sites`
+is the number of insertion points sharing the instance."""
 STATUSES = ("ok", "oom", "error", "skipped", "timeout")
 REQUIRED_CASE_COLUMNS = [*CASE_COLUMNS[: CASE_COLUMNS.index("device") + 1], "status", "error"]
 """A run missing these cannot be read; any later column may be absent (a metric added since) and reads as empty."""
@@ -164,15 +180,30 @@ class RunWriter:
         self.meta.update(fields)
         _atomic_write_text(self.path / META_FILE, json.dumps(self.meta, indent=2, default=str) + "\n")
 
-    def append_case(self, row: dict[str, Any], samples: list[float] | None = None) -> None:
-        """Samples first: a case row only exists once its raw timings are on disk."""
+    def append_case(
+        self, row: dict[str, Any], samples: list[float] | None = None, wall_samples: list[float] | None = None
+    ) -> None:
+        """Samples first: a case row only exists once its raw timings are on disk.
+
+        `wall_samples`, when given, pairs with `samples` repeat by repeat.
+        """
         if samples:
+            walls = wall_samples or [None] * len(samples)
+            if len(walls) != len(samples):
+                raise ValueError(f"{len(walls)} wall samples for {len(samples)} latency samples")
             lines = "".join(
-                _csv_line(SAMPLE_COLUMNS, {"case_id": row["case_id"], "repeat": i, "latency_ms": value})
-                for i, value in enumerate(samples)
+                _csv_line(
+                    SAMPLE_COLUMNS,
+                    {"case_id": row["case_id"], "repeat": i, "latency_ms": value, "wall_ms": wall},
+                )
+                for i, (value, wall) in enumerate(zip(samples, walls))
             )
             _append(self.path / SAMPLES_FILE, SAMPLE_COLUMNS, lines)
         _append(self.path / CASES_FILE, CASE_COLUMNS, _csv_line(CASE_COLUMNS, row))
+
+    def append_sites(self, rows: list[dict[str, Any]]) -> None:
+        """A case's attention instances, in one append; the file appears with the first case that has any."""
+        _append(self.path / SITES_FILE, SITE_COLUMNS, "".join(_csv_line(SITE_COLUMNS, row) for row in rows))
 
     def finish(self, status: str = "complete") -> None:
         self.update_meta(status=status, end_time=utc_now())
@@ -180,12 +211,13 @@ class RunWriter:
 
 @dataclass
 class Run:
-    """A run directory read back: meta, cases and raw samples."""
+    """A run directory read back: meta, cases, raw samples and attention instances."""
 
     path: Path
     meta: dict[str, Any]
     cases: pd.DataFrame
     samples: pd.DataFrame
+    sites: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SITE_COLUMNS))
 
     @property
     def run_id(self) -> str:
@@ -225,7 +257,14 @@ def read_run(path: Path) -> Run:
     samples = _read_csv(path / SAMPLES_FILE, SAMPLE_COLUMNS[:3], SAMPLE_COLUMNS)
     # Samples whose case row never landed (the process died in between) belong to no case.
     samples = samples[samples["case_id"].isin(set(cases["case_id"]))].reset_index(drop=True)
-    return Run(path, meta, cases, samples)
+    sites_path = path / SITES_FILE
+    if not sites_path.exists():  # no case measured complexity
+        return Run(path, meta, cases, samples)
+    sites = _read_csv(sites_path, SITE_COLUMNS, SITE_COLUMNS)
+    # Likewise for instances; a case re-run on resume wrote its instances again, and the last write wins.
+    sites = sites[sites["case_id"].isin(set(cases["case_id"]))]
+    sites = sites.drop_duplicates(["case_id", "path"], keep="last").reset_index(drop=True)
+    return Run(path, meta, cases, samples, sites)
 
 
 def _read_csv(path: Path, required: list[str], columns: list[str]) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
 import signal
 import threading
 import time
@@ -9,16 +11,23 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from attnbench.backbones import BuiltModel, build_model
-from attnbench.config import CaseSpec, ProjectConfig, SuiteSpec, expand_grid, load_suite, parse_suite
+from attnbench.backbones import BuiltModel, build_model, get_backbone
+from attnbench.config import (
+    CaseSpec, ProjectConfig, SuiteSpec, TimingSpec, expand_grid, load_suite, parse_suite,
+)
 from attnbench.errors import AttnbenchError, ConfigError, DeviceError, ResultsError
 from attnbench.measure import METRICS, MeasureContext
+from attnbench.measure.allocator import configure_allocator
+from attnbench.measure.bandwidth import copy_bandwidth_gbs, roofline_columns
 from attnbench.measure.env import environment
+from attnbench.measure.timing import unsupported
+from attnbench.modules import BASELINE, get_attention
 from attnbench.results import RunWriter, read_run, utc_now
 
 
@@ -43,9 +52,14 @@ def case_row(case: CaseSpec) -> dict[str, Any]:
 
 
 @dataclass
-class CaseOutcome:
-    case: CaseSpec
+class CaseResult:
+    """A case's row for cases.csv, its raw samples for samples.csv, its attention instances for
+    attention_sites.csv."""
+
     row: dict[str, Any]
+    samples: list[float] | None = None
+    wall_samples: list[float] | None = None
+    sites: list[dict[str, Any]] | None = None
 
 
 ProgressCallback = Callable[[int, int, CaseSpec], None]
@@ -134,23 +148,28 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 def run_case(
     case: CaseSpec, metrics: tuple[str, ...], models: ModelCache, context: MeasureContext
-) -> tuple[dict[str, Any], list[float] | None]:
+) -> CaseResult:
     """Measures one case; a failure inside it becomes a row with status and message, not a crash."""
-    row = case_row(case)
-    samples: list[float] | None = None
+    result = CaseResult(case_row(case))
+    row = result.row
     started = time.perf_counter()
+    reason = unsupported(case, context.timing)
     try:
+        if reason:
+            raise DeviceError(reason)
         with time_limit(context.timing.max_case_seconds):
             built = models.get(case)
             for name in metrics:
-                result = METRICS.get(name)(case, built, context)
-                row.update(result.columns)
-                if result.samples is not None:
-                    samples = result.samples
+                measured = METRICS.get(name)(case, built, context)
+                row.update(measured.columns)
+                if measured.samples is not None:
+                    result.samples, result.wall_samples = measured.samples, measured.wall_samples
+                if measured.sites is not None:
+                    result.sites = measured.sites
         row["status"] = "ok"
     except CaseTimeout as error:
         row.update(status="timeout", error=str(error))
-        samples = None
+        result.samples = result.wall_samples = None
     except DeviceError as error:
         row.update(status="skipped", error=str(error))
     except torch.cuda.OutOfMemoryError as error:
@@ -168,14 +187,99 @@ def run_case(
             error=f"{type(error).__name__}: {error} ({Path(frame.filename).name}:{frame.lineno})",
         )
     row["duration_s"] = round(time.perf_counter() - started, 3)
-    return row, samples
+    return result
 
 
-def _prepare(suite: SuiteSpec, project: ProjectConfig) -> torch.device:
+def configure_process(device: torch.device, threads: int | None, timing: TimingSpec) -> dict[str, Any]:
+    """The per-process settings timings depend on; applied in the runner and in every isolated worker.
+
+    Returns what meta.json records about them.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = timing.cudnn_benchmark
+    return {"cudnn_benchmark": timing.cudnn_benchmark, "allocator": configure_allocator()}
+
+
+# --- isolation: each case in a fresh process ------------------------------------------------------
+
+WORKER_START_GRACE_S = 120.0
+"""Beyond max_case_seconds, time a worker may take to start (imports) before the parent kills it."""
+
+
+def defining_modules(case: CaseSpec) -> list[str]:
+    """Modules a fresh process must import to find the case's attention class and backbone builder
+    (registered outside attnbench, e.g. by a plugin or a test)."""
+    defined = [get_backbone(case.backbone).build.__module__]
+    if case.attention.key != BASELINE:
+        defined.append(get_attention(case.attention.key).cls.__module__)
+    return sorted({name for name in defined if not name.startswith("attnbench.")})
+
+
+def _worker(
+    case: CaseSpec, metrics: tuple[str, ...], timing: TimingSpec, threads: int | None,
+    imports: list[str], connection: Connection,
+) -> None:
+    """Runs in a spawned process: one case, the result sent back through the pipe."""
+    for name in imports:
+        importlib.import_module(name)
+    device = torch.device(case.device)
+    configure_process(device, threads, timing)
+    connection.send(run_case(case, metrics, ModelCache(), MeasureContext(timing=timing, device=device)))
+    connection.close()
+
+
+def crash_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            cause = f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            cause = f"killed by signal {-exitcode}"
+    else:
+        cause = f"exited with code {exitcode}"
+    return f"the isolated worker process {cause} before reporting a result"
+
+
+def run_isolated(
+    case: CaseSpec, metrics: tuple[str, ...], timing: TimingSpec, threads: int | None
+) -> CaseResult:
+    """run_case in a spawned process, so that allocator state and cuDNN's choices do not leak between
+    cases. A worker that dies (segfault, os._exit) becomes an error row; one that hangs past
+    max_case_seconds (plus start-up) is killed and becomes a timeout row."""
+    spawn = multiprocessing.get_context("spawn")
+    receiver, sender = spawn.Pipe(duplex=False)
+    worker = spawn.Process(
+        target=_worker, args=(case, metrics, timing, threads, defining_modules(case), sender), daemon=True
+    )
+    started = time.perf_counter()
+    worker.start()
+    sender.close()  # the child holds the only write end: its death ends recv with EOFError
+    limit = timing.max_case_seconds + WORKER_START_GRACE_S if timing.max_case_seconds else None
+    row = case_row(case)
+    try:
+        if receiver.poll(limit):
+            return receiver.recv()
+        row.update(
+            status="timeout", error=f"case exceeded max_case_seconds = {timing.max_case_seconds:g}; worker killed"
+        )
+    except EOFError:
+        worker.join()
+        row.update(status="error", error=crash_message(worker.exitcode))
+    finally:
+        receiver.close()
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    row["duration_s"] = round(time.perf_counter() - started, 3)
+    return CaseResult(row)
+
+
+def _prepare(suite: SuiteSpec, project: ProjectConfig) -> tuple[torch.device, dict[str, Any]]:
+    """The device, with this process configured for it; the settings for meta.json."""
     device = resolve_device(suite.grid.device)
-    if project.threads:
-        torch.set_num_threads(project.threads)
-    return device
+    settings = configure_process(device, project.threads, suite.timing)
+    return device, {**settings, "isolate": suite.timing.isolate_on(device.type)}
 
 
 def _execute(
@@ -184,18 +288,26 @@ def _execute(
     writer: RunWriter,
     device: torch.device,
     progress: ProgressCallback | None,
+    threads: int | None,
 ) -> Path:
     """Measures `cases` in order, appending each row as it finishes; marks the run complete or interrupted."""
     context = MeasureContext(timing=suite.timing, device=device)
     models = ModelCache()
+    copy_gbs = writer.meta.get("copy_bandwidth_gbs")
     status = "interrupted"
     try:
         with interruptible():
             for index, case in enumerate(cases):
                 if progress:
                     progress(index, len(cases), case)
-                row, samples = run_case(case, suite.metrics, models, context)
-                writer.append_case(row, samples)
+                if writer.meta["isolate"]:
+                    result = run_isolated(case, suite.metrics, suite.timing, threads)
+                else:
+                    result = run_case(case, suite.metrics, models, context)
+                result.row.update(roofline_columns(result.row, copy_gbs))
+                if result.sites:
+                    writer.append_sites(result.sites)
+                writer.append_case(result.row, result.samples, result.wall_samples)
         status = "complete"
     except Interrupted as interruption:
         interruption.run_dir = writer.path
@@ -217,7 +329,9 @@ def run_suite(
     `suite_file_fingerprint` identifies the suite file as loaded (before --backbone/--attention filters),
     so that a resume can tell whether the file changed since.
     """
-    device = _prepare(suite, project)
+    device, settings = _prepare(suite, project)
+    context = MeasureContext(timing=suite.timing, device=device)
+    bandwidth = copy_bandwidth_gbs(context) if "latency" in suite.metrics else {}
     writer = RunWriter.create(
         results_root or project.results_dir,
         {
@@ -226,9 +340,11 @@ def run_suite(
             "suite_source": str(suite.source.resolve()) if suite.source else None,
             "suite_file_fingerprint": suite_file_fingerprint or suite.fingerprint,
             **environment(device, project.root),
+            **settings,
+            **bandwidth,
         },
     )
-    return _execute(suite, expand_grid(suite, device.type), writer, device, progress)
+    return _execute(suite, expand_grid(suite, device.type), writer, device, progress, project.threads)
 
 
 def resume_run(
@@ -248,7 +364,7 @@ def resume_run(
                 f"suite file {source} changed since run {run.run_id} started; "
                 "use --force to finish the recorded grid anyway, or start a new run"
             )
-    device = _prepare(suite, project)
+    device, _ = _prepare(suite, project)
     if device.type != run.meta.get("device", device.type).split(":")[0]:
         raise DeviceError(
             f"run {run.run_id} measured on {run.meta['device']}; it cannot be resumed on {device}"
@@ -257,4 +373,4 @@ def resume_run(
     missing = [case for case in expand_grid(suite, device.type) if case.case_id not in done]
     writer = RunWriter.reopen(Path(run_dir), run.meta)
     writer.update_meta(resumed=[*run.meta.get("resumed", []), utc_now()])
-    return _execute(suite, missing, writer, device, progress)
+    return _execute(suite, missing, writer, device, progress, project.threads)

@@ -26,8 +26,13 @@ class MeasureContext:
 
 @dataclass
 class MetricResult:
+    """Columns for cases.csv; raw per-repeat device and wall times for samples.csv; per-instance rows for
+    attention_sites.csv."""
+
     columns: dict[str, Any]
     samples: list[float] | None = None
+    wall_samples: list[float] | None = None
+    sites: list[dict[str, Any]] | None = None
 
 
 Metric = Callable[[CaseSpec, BuiltModel, MeasureContext], MetricResult]

@@ -1,0 +1,315 @@
+"""Statistical comparison of two runs: is a case really slower, or is the runner just noisy?
+
+A case is a regression only when every check agrees (asv's rule, tightened): the ratio of medians
+exceeds 1 + max_slowdown with 80% bootstrap confidence, a Mann-Whitney U test on the raw samples
+rejects "same distribution" at alpha, and the bootstrap (1 - alpha) interval of the ratio excludes 1.
+A threshold on the point estimate, even with the U test, flags a real 3% slowdown under a 5%
+threshold in 12-16% of trials (5% noise, 30 samples); significance alone flags slowdowns too small to
+matter.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from attnbench.config import GateConfig, GateThresholds
+from attnbench.errors import GateError
+from attnbench.results import SAMPLE_COLUMNS, Run, find_runs, read_run
+
+IDENTITY_COLUMNS = ("backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device")
+OPTIONAL_IDENTITY_COLUMNS = ("channels_last", "compile")
+"""Axes added after the first schema, false by default: part of a case's identity when either run has a
+case with the axis on, so that all-default runs match runs written before the axes existed."""
+ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "threads")
+"""meta.json fields that change timings without changing any case; a difference is a warning."""
+SAMPLE_METRICS = tuple(column for column in SAMPLE_COLUMNS if column not in ("case_id", "repeat"))
+BOOTSTRAP_RESAMPLES = 2000
+THRESHOLD_CONFIDENCE = 0.8
+"""How sure the bootstrap must be that the ratio is beyond the threshold: 0.5 is the point estimate
+(flags 12% of true 3% slowdowns under a 5% threshold), 0.9 misses 4% of true 10% slowdowns."""
+
+
+class Verdict(str, Enum):
+    REGRESSION = "regression"
+    FAILED = "failed"
+    MISSING = "missing"
+    NEW = "new"
+    IMPROVEMENT = "improvement"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class RatioStats:
+    """current / baseline for one case: ratio of medians, bootstrap bounds, the U test's p-value."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    """The bootstrap (1 - alpha) interval of the ratio."""
+    likely_low: float
+    likely_high: float
+    """One-sided THRESHOLD_CONFIDENCE bounds: the ratio is above likely_low with that confidence."""
+    p_value: float
+
+    def inverted(self) -> RatioStats:
+        """baseline / current: an improvement is what would be a regression with the runs swapped."""
+        return RatioStats(
+            1 / self.ratio, 1 / self.ci_high, 1 / self.ci_low, 1 / self.likely_high, 1 / self.likely_low,
+            self.p_value,
+        )
+
+
+class Check(Protocol):
+    """One condition of a regression; returns a message when the case is slower by it, else None."""
+
+    def fails(self, stats: RatioStats) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class RatioCheck:
+    """The slowdown is beyond the threshold with THRESHOLD_CONFIDENCE, not merely in the point estimate."""
+
+    max_slowdown: float
+
+    def fails(self, stats: RatioStats) -> str | None:
+        if stats.likely_low > 1 + self.max_slowdown:
+            return (
+                f"{stats.ratio - 1:+.1%} (>= {stats.likely_low - 1:+.1%} at {THRESHOLD_CONFIDENCE:.0%}) "
+                f"> {self.max_slowdown:.1%}"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class SignificanceCheck:
+    alpha: float
+
+    def fails(self, stats: RatioStats) -> str | None:
+        if stats.p_value < self.alpha:
+            return f"p={stats.p_value:.2g} < {self.alpha:g}"
+        return None
+
+
+@dataclass(frozen=True)
+class IntervalCheck:
+    """The bootstrap interval of the ratio lies wholly above 1: the slowdown is not a resampling accident."""
+
+    def fails(self, stats: RatioStats) -> str | None:
+        if stats.ci_low > 1:
+            return f"CI [{stats.ci_low:.3f}, {stats.ci_high:.3f}] > 1"
+        return None
+
+
+def checks_for(thresholds: GateThresholds) -> tuple[Check, ...]:
+    return (RatioCheck(thresholds.max_slowdown), SignificanceCheck(thresholds.alpha), IntervalCheck())
+
+
+def ratio_stats(
+    baseline: Sequence[float], current: Sequence[float], alpha: float, seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> RatioStats:
+    """Ratio of medians with seeded percentile-bootstrap bounds, and a two-sided U test."""
+    base = np.asarray(baseline, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    rng = np.random.default_rng(seed)
+    base_medians = np.median(rng.choice(base, size=(resamples, base.size)), axis=1)
+    cur_medians = np.median(rng.choice(cur, size=(resamples, cur.size)), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.median(cur) / np.median(base))
+        bounds = np.quantile(
+            cur_medians / base_medians,
+            [alpha / 2, 1 - alpha / 2, 1 - THRESHOLD_CONFIDENCE, THRESHOLD_CONFIDENCE],
+        )
+    p_value = float(mannwhitneyu(cur, base, alternative="two-sided").pvalue)
+    return RatioStats(ratio, *(float(bound) for bound in bounds), p_value)
+
+
+def min_p_value(n_baseline: int, n_current: int) -> float:
+    """The smallest p-value the U test can give at these sample counts (fully separated samples)."""
+    return float(mannwhitneyu(np.arange(n_current), np.arange(n_baseline) + n_current).pvalue)
+
+
+def classify(stats: RatioStats, thresholds: GateThresholds) -> tuple[Verdict, str]:
+    """Regression when every check fires; improvement when every check fires with the runs swapped."""
+    checks = checks_for(thresholds)
+    for verdict, view, prefix in (
+        (Verdict.REGRESSION, stats, ""), (Verdict.IMPROVEMENT, stats.inverted(), "baseline slower: ")
+    ):
+        messages = [check.fails(view) for check in checks]
+        if all(messages):
+            return verdict, prefix + "; ".join(messages)
+    beyond = not 1 / (1 + thresholds.max_slowdown) <= stats.ratio <= 1 + thresholds.max_slowdown
+    return Verdict.UNCHANGED, "beyond the threshold, not conclusively" if beyond else ""
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    """One row of a comparison: the case, its verdict, and the evidence behind it."""
+
+    key: dict[str, Any] = field(hash=False)
+    path: str
+    verdict: Verdict
+    thresholds: GateThresholds
+    baseline_median: float | None = None
+    current_median: float | None = None
+    n_baseline: int = 0
+    n_current: int = 0
+    stats: RatioStats | None = None
+    failed_side: str | None = None
+    """"baseline" or "current" for a failed case: the first run whose case did not measure."""
+    underpowered: bool = False
+    """Too few samples for the U test to ever reach alpha: such a case cannot be flagged."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: Run
+    current: Run
+    metric: str
+    cases: tuple[CaseComparison, ...]
+    warnings: tuple[str, ...]
+
+    def of(self, verdict: Verdict) -> list[CaseComparison]:
+        return [case for case in self.cases if case.verdict is verdict]
+
+    @property
+    def gate_failures(self) -> list[CaseComparison]:
+        """Regressions, and cases that ran in the baseline but fail now: a crash hides any slowdown."""
+        return [
+            case for case in self.cases
+            if case.verdict is Verdict.REGRESSION
+            or (case.verdict is Verdict.FAILED and case.failed_side == "current")
+        ]
+
+    @property
+    def passed(self) -> bool:
+        return not self.gate_failures
+
+
+def _key_value(value: Any) -> str:
+    """One spelling per value, whatever pandas read: 1 and 1.0 and "1" match, empty is ""."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def identity_columns(*runs: Run) -> list[str]:
+    optional = [
+        column for column in OPTIONAL_IDENTITY_COLUMNS
+        if any(run.cases[column].map(lambda value: str(value).lower() == "true").any() for run in runs)
+    ]
+    return [*IDENTITY_COLUMNS, *optional]
+
+
+def _keyed(run: Run, columns: list[str]) -> dict[tuple[str, ...], pd.Series]:
+    """Rows by identity; a case measured twice in one run keeps its last row (a resumed case)."""
+    return {tuple(_key_value(row[c]) for c in columns): row for _, row in run.cases.iterrows()}
+
+
+def environment_warnings(baseline: Run, current: Run) -> list[str]:
+    warnings = []
+    for name in ENV_FIELDS:
+        before, after = baseline.meta.get(name), current.meta.get(name)
+        if before != after:
+            warnings.append(f"environment differs: {name} {before!r} in the baseline, {after!r} now")
+    return warnings
+
+
+def resolve_run(path: Path, role: str) -> Run:
+    """A run directory, or a folder of runs (its latest run)."""
+    path = Path(path)
+    if not path.exists():
+        raise GateError(f"{role} {path} does not exist; accepted: a run directory or a folder of runs")
+    runs = find_runs(path)
+    if not runs:
+        raise GateError(f"{role} {path} holds no run directory (no meta.json in it or its subfolders)")
+    return read_run(runs[-1])
+
+
+def compare_runs(
+    baseline: Run,
+    current: Run,
+    gate: GateConfig = GateConfig(),
+    metric: str = "latency_ms",
+    strict_env: bool = False,
+    seed: int = 0,
+) -> Comparison:
+    """Matches the cases of two runs by identity and classifies each; raises GateError on misuse."""
+    if metric not in SAMPLE_METRICS:
+        raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
+    warnings = environment_warnings(baseline, current)
+    if warnings and strict_env:
+        raise GateError(f"{warnings[0]} (--strict-env); rerun the baseline on this environment")
+    for role, run in (("baseline", baseline), ("current", current)):
+        if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
+            raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
+    columns = identity_columns(baseline, current)
+    before, after = _keyed(baseline, columns), _keyed(current, columns)
+    if not set(before) & set(after):
+        raise GateError(
+            f"no common cases between {baseline.path} and {current.path}; cases match on "
+            f"{', '.join(columns)}"
+        )
+    suite = current.suite_name
+    cases = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        path = "/".join(key)
+        thresholds = gate.thresholds_for(suite, path)
+        cases.append(_compare_case(
+            dict(zip(columns, key)), path, thresholds, before.get(key), after.get(key),
+            baseline, current, metric, seed + zlib.crc32(path.encode()),
+        ))
+    underpowered = [case.path for case in cases if case.underpowered]
+    if underpowered:
+        warnings.append(
+            f"{len(underpowered)} case(s) have too few samples to ever be significant at their alpha "
+            f"(e.g. {underpowered[0]}); raise min_repeats"
+        )
+    return Comparison(baseline, current, metric, tuple(cases), tuple(warnings))
+
+
+def _samples(run: Run, row: pd.Series, metric: str) -> np.ndarray:
+    values = run.samples.loc[run.samples["case_id"] == row["case_id"], metric]
+    return values.dropna().to_numpy(dtype=float)
+
+
+def _compare_case(
+    key: dict[str, Any], path: str, thresholds: GateThresholds, before: pd.Series | None,
+    after: pd.Series | None, baseline: Run, current: Run, metric: str, seed: int,
+) -> CaseComparison:
+    case = CaseComparison(key, path, Verdict.UNCHANGED, thresholds)
+    if after is None:
+        return replace(case, verdict=Verdict.MISSING, note="in the baseline only")
+    if before is None:
+        return replace(case, verdict=Verdict.NEW, note="in the current run only")
+    for side, row in (("baseline", before), ("current", after)):
+        if row["status"] != "ok":
+            error = _key_value(row["error"])
+            note = f"{side} {row['status']}" + (f": {error}" if error else "")
+            return replace(case, verdict=Verdict.FAILED, failed_side=side, note=note)
+    base, cur = _samples(baseline, before, metric), _samples(current, after, metric)
+    for side, values in (("baseline", base), ("current", cur)):
+        if values.size == 0:
+            return replace(case, verdict=Verdict.FAILED, failed_side=side, note=f"{side} has no {metric} samples")
+    stats = ratio_stats(base, cur, thresholds.alpha, seed)
+    verdict, note = classify(stats, thresholds)
+    underpowered = min_p_value(base.size, cur.size) >= thresholds.alpha
+    if underpowered:
+        note = f"too few samples ({base.size} vs {cur.size}) for alpha {thresholds.alpha:g}"
+    return replace(
+        case, verdict=verdict, note=note, stats=stats, n_baseline=base.size, n_current=cur.size,
+        underpowered=underpowered,
+        baseline_median=float(np.median(base)), current_median=float(np.median(cur)),
+    )

@@ -1,0 +1,144 @@
+"""Where the time goes: the tables of `attnbench profile`, and the report section of the profile metric."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from attnbench.modules import BASELINE
+from attnbench.report.markdown import SECTIONS, markdown_table
+from attnbench.report.tables import GROUP, with_overhead
+from attnbench.results import Run
+
+if TYPE_CHECKING:
+    from attnbench.measure.profile import StepProfile
+
+Titled = tuple[str, pd.DataFrame]
+CLOCKS = {"self_cpu_us": "CPU", "self_device_us": "CUDA"}
+PROFILE_NOTE = (
+    "Times are per step under the profiler, which slows every operator a little, over a few steps: read "
+    "them for where the time goes; `attnbench run` with the latency metric measures what the module costs."
+)
+
+
+def _clocks(result: StepProfile) -> list[str]:
+    return ["self_cpu_us", "self_device_us"] if result.on_device else ["self_cpu_us"]
+
+
+def _summary_row(name: str, result: StepProfile) -> dict[str, object]:
+    row: dict[str, object] = {
+        "model": name,
+        "profiled step (ms)": sum(result.step_ms) / len(result.step_ms),
+        "operators / step": result.operators_per_step,
+    }
+    if result.on_device:
+        row["CUDA kernels / step"] = result.kernels_per_step
+    for column in _clocks(result):
+        row[f"attention share, {CLOCKS[column]} (%)"] = result.attention_share(column) * 100
+    return row
+
+
+def summary(result: StepProfile, baseline: StepProfile | None, backbone: str) -> pd.DataFrame:
+    """Per step: time, operators, kernels and attention share, alone and with the module, and the difference."""
+    rows = [_summary_row(f"{backbone} + {result.label}", result)]
+    if baseline is not None:
+        rows.insert(0, _summary_row(f"{backbone} alone", baseline))
+        counts = [c for c in rows[0] if c.endswith("/ step") or c.endswith("(ms)")]
+        added = {c: rows[1][c] - rows[0][c] for c in counts}
+        rows.append({"model": "added", **added})
+        instances = len(result.stages)
+        if instances:
+            rows.append({"model": f"added per instance ({instances})", **{c: v / instances for c, v in added.items()}})
+    return pd.DataFrame(rows)
+
+
+def top_operators(result: StepProfile, column: str, count: int, attention_only: bool = False) -> pd.DataFrame:
+    clock = CLOCKS[column]
+    table = result.top_ops(column, count, attention_only)
+    share = "share of attention time (%)" if attention_only else "share of total (%)"
+    frame = pd.DataFrame(
+        {
+            "operator": table.index,
+            "calls / step": table["calls"].values,
+            f"self {clock} (ms / step)": table["ms"].values,
+            share: table["pct"].values,
+        }
+    )
+    if not attention_only and result.stages:
+        frame["inside attention (%)"] = table["attention_pct"].values
+    return frame
+
+
+def stages(result: StepProfile) -> pd.DataFrame:
+    counts = result.by_stage()
+    frame = pd.DataFrame({"stage": counts.index, "instances": counts["instances"].values})
+    for column in _clocks(result):
+        table = result.by_stage(column)
+        frame[f"{CLOCKS[column]} (ms / step)"] = table["ms"].values
+        frame[f"{CLOCKS[column]} share of total (%)"] = table["pct"].values
+    return frame
+
+
+def profile_tables(
+    result: StepProfile, baseline: StepProfile | None, backbone: str, count: int = 10
+) -> list[Titled]:
+    """The breakdown `attnbench profile` prints: summary, top operators per clock, attention by stage and inside."""
+    tables: list[Titled] = [(f"{backbone} + {result.label}: per step", summary(result, baseline, backbone))]
+    for column in _clocks(result):
+        tables.append((f"Top operators by self {CLOCKS[column]} time", top_operators(result, column, count)))
+    if result.stages:
+        tables.append(("Attention time by stage", stages(result)))
+        tables.append(
+            (
+                f"Inside the attention modules: top operators by self {CLOCKS[result.time_column]} time",
+                top_operators(result, result.time_column, count, attention_only=True),
+            )
+        )
+    return [(title, readable(frame)) for title, frame in tables]
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values of 1000 and more rounded to whole numbers, so that they print as 1,234 rather than 1.23e+03."""
+    return frame.apply(
+        lambda column: column.map(lambda v: float(round(v)) if isinstance(v, float) and abs(v) >= 1000 else v)
+    )
+
+
+def profile_markdown(heading: str, tables: list[Titled]) -> str:
+    lines = [f"# {heading}", "", PROFILE_NOTE, ""]
+    for title, frame in tables:
+        lines += [f"## {title}", "", markdown_table(frame), ""]
+    return "\n".join(lines)
+
+
+@SECTIONS.register("Where the time goes")
+def where_time_goes(run: Run) -> str | None:
+    """The profile metric beside the latency overhead: how much of each network's time its attention
+    modules take, and how many launches (CUDA kernels, or CPU operators) they add over `none`."""
+    cases = run.cases
+    profiled = cases[(cases["status"] == "ok") & cases["attention_time_share"].notna()]
+    if profiled.empty:
+        return None
+    table = with_overhead(profiled)
+    base = profiled[profiled["attention"] == BASELINE].set_index(GROUP)["kernel_count"].rename("base_launches")
+    table = table.join(base, on=GROUP)
+    frame = pd.DataFrame(
+        {
+            "backbone": table["backbone"],
+            "attention": table["attention"],
+            "batch": table["batch_size"],
+            "res (px)": table["resolution"],
+            "mode": table["mode"],
+            "latency vs none (%)": table["latency_overhead_pct"],
+            "time in attention (%)": table["attention_time_share"] * 100,
+            "launches / step": table["kernel_count"],
+            "launches added": table["kernel_count"] - table["base_launches"],
+            "top attention operators": table["attention_top_ops"].fillna(""),
+        }
+    )
+    note = (
+        "Launches are CUDA kernels per step on a GPU and dispatched operators per step on the CPU; time "
+        "in attention is kernel time on a GPU and CPU time on the CPU, measured under torch.profiler."
+    )
+    return markdown_table(frame) + "\n\n" + note
