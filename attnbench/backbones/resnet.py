@@ -6,7 +6,7 @@ nn.Sequential, or takes a layer's place, so the block definitions stay torchvisi
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
 
 from torch import nn
 from torchvision import models
@@ -21,8 +21,20 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 MIN_RESOLUTION = 32
 """The network downsamples 32x: 32 px is the smallest input that leaves layer4 a 1x1 map."""
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d")
+
+
+def _torchvision_builder(name: str) -> Callable[[], nn.Module]:
+    """A builder defined in this module (spawned case workers import the module that defines it)."""
+
+    def build() -> nn.Module:
+        return getattr(models, name)(weights=None)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
 for _name in RESNETS:
-    backbone(_name, family=RESNET, min_resolution=MIN_RESOLUTION)(partial(getattr(models, _name), weights=None))
+    backbone(_name, family=RESNET, min_resolution=MIN_RESOLUTION)(_torchvision_builder(_name))
 
 
 # Coordinate Attention's paper placement (`expanded`) needs an expansion layer; in ResNets its authors
