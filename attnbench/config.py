@@ -529,7 +529,7 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
                 )
     device = section.choice("device", DEVICES, project.device)
     check_dtypes_on_device(dtypes, device, section.where("dtypes"))
-    entries = _runnable_entries(backbones, entries, min(resolutions), min(batch_sizes), modes, section)
+    entries = _runnable_entries(backbones, entries, min(resolutions), section)
     return GridSpec(
         backbones=backbones,
         attention=tuple(entry for entry, _ in entries),
@@ -547,11 +547,9 @@ def _runnable_entries(
     backbones: tuple[str, ...],
     entries: tuple[tuple[AttentionEntry, bool], ...],
     resolution: int,
-    batch_size: int,
-    modes: tuple[str, ...],
     section: _Section,
 ) -> tuple[tuple[AttentionEntry, bool], ...]:
-    """Every (backbone, attention) pair must build and run at the grid's smallest size.
+    """Every (backbone, attention) pair must be buildable at the grid's smallest resolution.
 
     A module named in the suite that cannot is a one-line error with the reason; one that only came in
     through `"*"` is left out, so `"*"` means every registered module that runs in all the grid's backbones.
@@ -570,9 +568,7 @@ def _runnable_entries(
         try:
             for backbone in filter(entry.applies_to, backbones):
                 if entry.key != BASELINE:
-                    check_pair(
-                        backbone, entry.key, entry.options_dict, entry.placement, resolution, batch_size, modes
-                    )
+                    check_pair(backbone, entry.key, entry.options_dict, entry.placement, resolution)
         except AttnbenchError as error:
             if not starred:
                 raise ConfigError(f"{section.where('attention')}: {error}") from None

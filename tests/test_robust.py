@@ -56,9 +56,6 @@ def failing(monkeypatch):
     """Registers `failing` for this test only; returns a setter for what its forward does."""
     spec = AttentionSpec("failing", Failing, Paper("t", "t", 2000, ""), "block", lambda c: 0, "0")
     monkeypatch.setitem(ATTENTION._entries, "failing", spec)
-    # Suite validation runs each module once and would refuse this one before the run; these tests are
-    # about failures that only show up while a case runs, so the module's trial run is skipped.
-    monkeypatch.setattr("attnbench.backbones.validate._run_module", lambda *args: None)
 
     def set_action(action):
         monkeypatch.setattr(Failing, "action", staticmethod(action))
