@@ -1,5 +1,5 @@
-"""Markdown reports from run directories."""
+"""Reports of run directories: Markdown with figures, or the tables as CSV/JSON."""
 
-from attnbench.report.markdown import write_report
+from attnbench.report.writer import FORMATS, write_report
 
-__all__ = ["write_report"]
+__all__ = ["FORMATS", "write_report"]
