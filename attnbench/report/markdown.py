@@ -40,6 +40,8 @@ SETTING_LABELS = {
 }
 
 Cell = str
+NOISY_LISTED = 8
+"""Noisy cases named in the warnings; a run where everything is noisy gets a count, not a wall of names."""
 
 
 # ---------------------------------------------------------------- numbers
@@ -156,8 +158,9 @@ def measured_lines(run: Run) -> list[str]:
     timing = suite.get("timing")
     repeats = pd.to_numeric(cases["repeats"], errors="coerce").dropna()
     if timing and not repeats.empty:
+        counts = words(sorted({int(repeats.min()), int(repeats.max())})).replace(", ", " to ")
         text += (
-            f" Latency is the median of {int(repeats.min())} to {int(repeats.max())} timed calls per case, after "
+            f" Latency is the median of {counts} timed calls per case, after "
             f"{timing.get('warmup')} warm-up calls, within a budget of {timing.get('max_seconds')} s per case."
         )
     return [text]
@@ -172,8 +175,10 @@ def warning_lines(run: Run) -> list[str]:
                      "were not measured")
     noisy = cases[cases["noisy"]]
     if not noisy.empty:
-        names = words([f"{r.backbone} {r.attention} batch {r.batch_size}" for r in noisy.itertuples()])
-        lines.append(f"- {len(noisy)} noisy case(s), IQR over 10% of the median: {names}")
+        names = [f"{r.backbone} {r.attention} batch {r.batch_size}" for r in noisy.itertuples()]
+        more = f" and {len(names) - NOISY_LISTED} more" if len(names) > NOISY_LISTED else ""
+        lines.append(f"- {len(noisy)} of {len(cases)} cases are noisy (IQR over 10% of the median): "
+                     f"{words(names[:NOISY_LISTED])}{more}; their latencies and overheads are uncertain")
     counts = cases.loc[cases["status"] != "ok", "status"].value_counts()
     if not counts.empty:
         lines.append(f"- {words([f'{n} {status}' for status, n in counts.items()])}: see *Cases that did not finish*")
@@ -209,21 +214,26 @@ COST_WORDS = {
 
 
 def cheapest_sentence(frame: pd.DataFrame, title: str) -> str:
-    """Names the cheapest and the dearest module by the best cost measured, and says when it is a tie."""
+    """Names the cheapest and the dearest module by the best cost measured; says when noise blurs it."""
     column, cost, batches = tables.module_costs(frame)
     if column is None or cost.empty:
         return ""
     what = COST_WORDS[column]
+    timed = column == "latency_overhead_pct"
     where = ""
-    if column == "latency_overhead_pct":
+    if timed:
         where = f" (mean over batch sizes {words(batches)})" if len(batches) > 1 else f" at batch size {batches[0]}"
     if len(cost) == 1:
-        return f"Only `{cost.index[0]}` was measured on {title}: {signed(cost.iloc[0])}% {what} over `{BASELINE}`{where}."
-    text = f"**Cheapest in {what} on {title}: `{cost.index[0]}`**, {signed(cost.iloc[0])}% over `{BASELINE}`{where}"
-    text += f"; the most expensive is `{cost.index[-1]}`, {signed(cost.iloc[-1])}%"
-    if column == "latency_overhead_pct" and _tied(frame, cost.index[0], cost.index[1], batches):
-        text += (f". `{cost.index[0]}` and `{cost.index[1]}` are within noise of each other: their 95% confidence "
-                 "intervals overlap at every batch size")
+        text = f"Only `{cost.index[0]}` was measured on {title}: {signed(cost.iloc[0])}% {what} over `{BASELINE}`{where}"
+    else:
+        text = f"**Cheapest in {what} on {title}: `{cost.index[0]}`**, {signed(cost.iloc[0])}% over `{BASELINE}`{where}"
+        text += f"; the most expensive is `{cost.index[-1]}`, {signed(cost.iloc[-1])}%"
+        if timed and _tied(frame, cost.index[0], cost.index[1], batches):
+            text += (f". `{cost.index[0]}` and `{cost.index[1]}` are within noise of each other: their 95% "
+                     "confidence intervals overlap at every batch size")
+    noisy = int(tables.as_flag(frame["noisy"]).sum()) if timed and "noisy" in frame else 0
+    if noisy:
+        text += f". {noisy} of the {len(frame)} cases behind this are noisy: rerun on a quieter machine"
     return text + "."
 
 
