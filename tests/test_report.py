@@ -207,3 +207,19 @@ def test_number_formatting() -> None:
     assert [markdown.si(v) for v in (11689512, 4111514624, 32, 89080)] == ["11.7 M", "4.11 G", "32", "89.1 k"]
     assert markdown.signed(5) == "+5.00" and markdown.signed(-1.234) == "-1.23" and markdown.signed(0) == "0"
     assert markdown.cell("a | b\nc") == "a \\| b c"
+
+
+def test_group_without_baseline_is_warned_and_still_listed(root: Path, sections: Registry) -> None:
+    cases = root / SMOKE / "cases.csv"
+    lines = cases.read_text().splitlines()
+    cases.write_text("\n".join(line for line in lines if not line.startswith("r50none")) + "\n")
+    text = write_report(root / SMOKE).read_text()
+    assert "- resnet50 at 64 px, float32, eval, cpu: no finished `none` case, so no overheads there" in text
+    assert "| se | 2.53 M |  |" in text  # the module's row stays, its overheads empty
+
+
+def test_run_with_no_cases(root: Path, sections: Registry) -> None:
+    cases = root / SMOKE / "cases.csv"
+    cases.write_text(cases.read_text().splitlines()[0] + "\n")
+    text = write_report(root / SMOKE).read_text()
+    assert text.endswith("No case was measured.\n") and "| `smoke` |" in text
