@@ -327,6 +327,9 @@ def overhead_part(run: Run) -> list[str]:
     return lines
 
 
+WORK_SHARES = {"macs_share_pct": "MACs", "flops_share_pct": "FLOPs", "bytes_share_pct": "bytes"}
+
+
 def shares_part(run: Run) -> list[str]:
     """Each module's share of the network's work beside its share of the network's time."""
     frame = tables.shares(run.cases)
@@ -339,11 +342,10 @@ def shares_part(run: Run) -> list[str]:
     status = _status_of(run)
     for key, group in groups(frame):
         batches = sorted(group["batch_size"].unique())
-        quantities = [c for c in ("macs_share_pct", "flops_share_pct", "bytes_share_pct") if tables.measured(group, [c])]
+        quantities = [c for c in WORK_SHARES if tables.measured(group, [c])]
         extras = [(c, n) for c, n in (("module_alone_share_pct", "module alone"), ("profiled_share_pct", "profiled"))
                   if tables.measured(group, [c])]
-        header = ["attention", *[f"{c.split('_')[0].replace('macs', 'MACs').replace('flops', 'FLOPs')} share (%)"
-                                 for c in quantities]]
+        header = ["attention", *[f"{WORK_SHARES[c]} share (%)" for c in quantities]]
         header += [f"latency share b={b} (%)" for b in batches]
         header += [f"{name} b={batches[-1]} (%)" for _, name in extras]
         rows = []

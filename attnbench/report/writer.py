@@ -106,8 +106,7 @@ def _write_csv(report: Report, target: Path) -> None:
 def _write_json(report: Report, target: Path) -> None:
     runs = report.runs if not report.baseline else (report.baseline, *report.runs)
     document = {
-        "runs": [{key: run.meta.get(key) for key in run.meta if key != "suite"} | {"suite": run.suite_name}
-                 for run in runs],
+        "runs": [{**run.meta, "suite": run.suite_name} for run in runs],  # the suite's name, not its whole spec
         "tables": {name: json.loads(frame.to_json(orient="records")) for name, frame in report.tables().items()},
     }
     target.write_text(json.dumps(document, indent=1) + "\n")
