@@ -269,15 +269,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _configure_report(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="a run directory or a results root holding many")
-    parser.add_argument("--out", help="Markdown file to write (default PATH/report.md)")
+    from attnbench.report import FORMATS
+
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="a run directory or a results root holding many; two run directories compare them (A B)",
+    )
+    parser.add_argument("--out", help="file to write (a folder for csv); default beside the runs")
+    choose = parser.add_mutually_exclusive_group()
+    choose.add_argument("--run", metavar="ID", help="only this run of a results root (its id or a unique prefix)")
+    choose.add_argument("--all", action="store_true", help="every run of a results root, not the latest per suite")
+    parser.add_argument(
+        "--format", default="md", choices=FORMATS.names(),
+        help="md: Markdown with PNG figures; csv: one file per table in a folder; json: all tables in one file",
+    )
 
 
-@command("report", "write a Markdown report of a run directory or results root", _configure_report)
+@command("report", "write a report of a run directory or results root, or compare two runs", _configure_report)
 def cmd_report(args: argparse.Namespace) -> int:
     from attnbench.report import write_report
 
-    target = write_report(Path(args.path), Path(args.out) if args.out else None)
+    target = write_report(
+        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format
+    )
     console.print(f"report written to {target}")
     return 0
 

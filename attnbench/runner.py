@@ -124,24 +124,32 @@ def interruptible() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+TIMEOUT_REFIRE_S = 0.5
+
+
 @contextmanager
 def time_limit(seconds: float | None) -> Iterator[None]:
     """Raises CaseTimeout in the case's own code once `seconds` have passed (a timer signal; main thread).
 
-    A single long native call (one huge convolution) finishes before the exception is raised.
+    A single long native call (one huge convolution) finishes before the exception is raised. The timer
+    fires again every TIMEOUT_REFIRE_S until the case ends, because an exception raised where Python
+    ignores exceptions (a weakref callback, a __del__) would otherwise be lost.
     """
     if not seconds or not _in_main_thread():
         yield
         return
+    state = {"active": True}
 
     def handler(signum: int, frame: object) -> None:
-        raise CaseTimeout(f"case exceeded max_case_seconds = {seconds:g}")
+        if state["active"]:
+            raise CaseTimeout(f"case exceeded max_case_seconds = {seconds:g}")
 
     previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, TIMEOUT_REFIRE_S)
     try:
         yield
     finally:
+        state["active"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 

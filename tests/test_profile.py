@@ -126,7 +126,7 @@ def test_report_section_shows_share_and_added_launches():
         ]
     ).reindex(columns=CASE_COLUMNS)
     body = SECTIONS.get("Where the time goes")(Run(Path("."), {}, cases, pd.DataFrame()))
-    assert "| resnet18 | se | 1 | 32 | eval | 20 | 12.5 | 133 | 64 | mul 40%, mean 30%, mm 10% |" in body
+    assert "| resnet18 | se | 1 | 32 | eval | 20.0 | 12.5 | 133 | 64 | mul 40%, mean 30%, mm 10% |" in body
     empty = cases.assign(attention_time_share=float("nan"))
     assert SECTIONS.get("Where the time goes")(Run(Path("."), {}, empty, pd.DataFrame())) is None
 

@@ -107,6 +107,25 @@ def test_case_over_its_time_limit(project, project_dir, failing):
     assert read_run(run_dir).samples_of(read_run(run_dir).cases.case_id[1]) == []
 
 
+def test_timeout_fires_again_after_a_swallowed_signal(project, project_dir, failing):
+    from attnbench.runner import CaseTimeout
+
+    swallowed: list[bool] = []
+
+    def sleep_and_swallow_once():
+        try:
+            time.sleep(0.05)
+        except CaseTimeout:
+            if swallowed:
+                raise
+            swallowed.append(True)  # as a weakref callback or __del__ would
+
+    failing(sleep_and_swallow_once)
+    suite = tiny_suite(project, project_dir, "max_case_seconds = 0.3\nmax_seconds = 5.0\nmax_repeats = 1000\n")
+    run_dir = run_suite(load_suite(str(suite), project), project)
+    assert swallowed and statuses(run_dir)["failing"][0] == "timeout"
+
+
 def test_ctrl_c_drops_the_current_case_and_marks_the_run(project_dir, failing, monkeypatch, capsys):
     monkeypatch.chdir(project_dir)
     tiny_suite(None, project_dir)

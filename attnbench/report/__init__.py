@@ -1,9 +1,8 @@
-"""Markdown reports from run directories."""
+"""Reports of run directories: Markdown with figures, or the tables as CSV/JSON."""
 
-from attnbench.report import paper  # noqa: F401  (registers the "Paper reproduction" section)
-from attnbench.report.markdown import write_report
+from attnbench.report.writer import FORMATS, write_report
 
 # Importing the section files fills the SECTIONS registry.
-from attnbench.report import formula, profile_section  # noqa: E402,F401
+from attnbench.report import formula, paper, profile_section  # noqa: E402,F401
 
-__all__ = ["write_report"]
+__all__ = ["FORMATS", "write_report"]

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attnbench.gate import THRESHOLD_CONFIDENCE, CaseComparison, Comparison, Verdict
+from attnbench.report.markdown import frame_table
 from attnbench.results import Run
 
 STYLES = {
@@ -73,13 +74,6 @@ RULE = (
 )
 
 
-def _markdown_table(frame: pd.DataFrame) -> list[str]:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    for values in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |")
-    return lines
-
-
 def comparison_markdown(comparison: Comparison) -> str:
     """Markdown for a pull-request comment: verdict, environments, warnings, the cases that changed."""
     lines = [
@@ -98,12 +92,12 @@ def comparison_markdown(comparison: Comparison) -> str:
     changed = frame[frame["verdict"] != Verdict.UNCHANGED.value]
     unchanged = frame[frame["verdict"] == Verdict.UNCHANGED.value]
     if not changed.empty:
-        lines += [*_markdown_table(changed), ""]
+        lines += [frame_table(changed), ""]
     if not unchanged.empty:
         lines += [
             f"<details><summary>{len(unchanged)} unchanged case(s)</summary>",
             "",
-            *_markdown_table(unchanged),
+            frame_table(unchanged),
             "",
             "</details>",
             "",

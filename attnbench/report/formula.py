@@ -8,7 +8,7 @@ import ast
 import pandas as pd
 
 from attnbench.modules import ATTENTION
-from attnbench.report.markdown import SECTIONS, fmt_number, markdown_table
+from attnbench.report.markdown import SECTIONS, fmt_number, frame_table
 from attnbench.results import Run
 
 SE_KEY = "se"
@@ -59,7 +59,7 @@ def se_closed_form(sites: pd.DataFrame, reduction: int) -> str:
     verdict = "equals" if closed == counted else "does NOT equal"
     return "\n".join(
         [
-            markdown_table(pd.concat([listing, total], ignore_index=True)),
+            frame_table(pd.concat([listing, total], ignore_index=True)),
             "",
             f"Closed form (2/r)·Σ N_s·C_s² = (2/{reduction})·({terms}) = {fmt_number(closed)}, which "
             f"{verdict} the {fmt_number(counted)} parameters counted over the {len(listing)} instances.",
@@ -79,7 +79,7 @@ def formula_section(run: Run) -> str | None:
         "",
     ]
     for backbone, rows in sites.groupby("backbone", sort=False):
-        lines += [f"#### {backbone}", "", markdown_table(backbone_table(rows)), ""]
+        lines += [f"#### {backbone}", "", frame_table(backbone_table(rows)), ""]
         for label, se_rows in rows[rows["attention_key"] == SE_KEY].groupby("attention", sort=False):
             options = ATTENTION.get(SE_KEY).resolve_options(parse_options(se_rows["options"].iloc[0]))
             if options["bias"]:

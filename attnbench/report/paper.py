@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from attnbench.config import attention_entry
-from attnbench.report.markdown import SECTIONS, markdown_table
+from attnbench.report.markdown import SECTIONS, frame_table
 from attnbench.report.published import PUBLISHED, PublishedCount
 from attnbench.results import Run
 
@@ -61,7 +61,7 @@ def paper_reproduction(run: Run) -> str | None:
     table, misses = reproduction_table(run.cases)
     if table.empty:
         return None
-    lines = [markdown_table(table), "", CONVENTIONS]
+    lines = [frame_table(table), "", CONVENTIONS]
     if misses:
         lines += ["", "Totals that do not reproduce:"]
         lines += [f"- {entry.model} ({entry.source}): {entry.note}" for entry in misses]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from attnbench.modules import BASELINE
-from attnbench.report.markdown import SECTIONS, markdown_table
+from attnbench.report.markdown import SECTIONS, frame_table
 from attnbench.report.tables import GROUP, with_overhead
 from attnbench.results import Run
 
@@ -108,7 +108,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
 def profile_markdown(heading: str, tables: list[Titled]) -> str:
     lines = [f"# {heading}", "", PROFILE_NOTE, ""]
     for title, frame in tables:
-        lines += [f"## {title}", "", markdown_table(frame), ""]
+        lines += [f"## {title}", "", frame_table(frame), ""]
     return "\n".join(lines)
 
 
@@ -120,8 +120,8 @@ def where_time_goes(run: Run) -> str | None:
     profiled = cases[(cases["status"] == "ok") & cases["attention_time_share"].notna()]
     if profiled.empty:
         return None
-    table = with_overhead(profiled)
-    base = profiled[profiled["attention"] == BASELINE].set_index(GROUP)["kernel_count"].rename("base_launches")
+    table = with_overhead(profiled)  # normalised: its grouping columns match between rows
+    base = table[table["attention"] == BASELINE].set_index(GROUP)["kernel_count"].rename("base_launches")
     table = table.join(base, on=GROUP)
     frame = pd.DataFrame(
         {
@@ -141,4 +141,4 @@ def where_time_goes(run: Run) -> str | None:
         "Launches are CUDA kernels per step on a GPU and dispatched operators per step on the CPU; time "
         "in attention is kernel time on a GPU and CPU time on the CPU, measured under torch.profiler."
     )
-    return markdown_table(frame) + "\n\n" + note
+    return frame_table(frame) + "\n\n" + note

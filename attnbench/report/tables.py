@@ -1,43 +1,237 @@
-"""pandas tables derived from a run's cases; formatting lives in markdown.py."""
+"""pandas tables derived from a run's cases: tidy (long) frames for csv/json, pivots for Markdown.
+
+Formatting lives in markdown.py and figures in plots.py; everything here is numbers only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
+import numpy as np
 import pandas as pd
 
 from attnbench.modules import BASELINE
+from attnbench.registry import Registry
 
-GROUP = ["backbone", "batch_size", "resolution", "dtype", "mode", "device"]
+SETTING = ["resolution", "dtype", "mode", "device", "channels_last", "compile"]
+"""Grid axes other than backbone, attention and batch size: a case is compared only within its setting."""
+GROUP = ["backbone", "batch_size", *SETTING]
+"""Cases that differ only in their attention module; each is compared with the `none` case of its group."""
+KEY = ["backbone", *SETTING, "attention", "batch_size"]
+
+OVERHEAD_OF = {
+    "params": "params",
+    "macs": "macs",
+    "flops": "flops",
+    "bytes_eager": "bytes",
+    "latency_ms_median": "latency",
+    "peak_mem_mib": "peak_mem",
+}
+"""Measured column -> prefix of its `<prefix>_overhead_pct` (percent over the same group's `none` case)."""
+
+SHARE_OF = {"macs": "macs", "flops": "flops", "bytes_eager": "bytes", "latency_ms_median": "latency"}
+"""Measured column -> prefix of its `<prefix>_share_pct`: the part of the whole network the module adds."""
+
+TableFn = Callable[[pd.DataFrame], pd.DataFrame]
+TABLES: Registry[TableFn] = Registry("report table")
+"""Tidy tables of one run's cases, exported by `report --format csv|json`; filled by `@TABLES.register`."""
+
+
+def as_flag(column: pd.Series) -> pd.Series:
+    """True/False however the CSV spelled it; empty (a column older runs lack) reads as False."""
+    return column.map(lambda value: str(value).strip().lower() in ("true", "1", "1.0"))
+
+
+def normalized(cases: pd.DataFrame) -> pd.DataFrame:
+    """Boolean axes as booleans, so that runs without channels_last/compile group like runs with False."""
+    cases = cases.copy()
+    for column in ("channels_last", "compile", "noisy"):
+        cases[column] = as_flag(cases[column])
+    return cases
+
+
+def ok_cases(cases: pd.DataFrame) -> pd.DataFrame:
+    return normalized(cases[cases["status"] == "ok"])
+
+
+def measured(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns of `columns` that hold at least one value."""
+    return [c for c in columns if c in frame.columns and pd.to_numeric(frame[c], errors="coerce").notna().any()]
 
 
 def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
-    """Adds latency_overhead_pct: each case's median latency over its backbone's `none` case."""
-    ok = cases[cases["status"] == "ok"].copy()
-    baseline = ok[ok["attention"] == BASELINE].set_index(GROUP)["latency_ms_median"].rename("base_ms")
-    ok = ok.join(baseline, on=GROUP)
-    ok["latency_overhead_pct"] = (ok["latency_ms_median"] / ok["base_ms"] - 1) * 100
-    return ok.drop(columns="base_ms")
+    """Finished cases with `<x>_overhead_pct` over their group's `none` case and throughput_ratio.
+
+    A case whose group has no finished `none` case gets empty overheads rather than a guess.
+    """
+    ok = ok_cases(cases)
+    columns = measured(ok, [*OVERHEAD_OF, "throughput_ips"])
+    for column in columns:
+        ok[column] = pd.to_numeric(ok[column], errors="coerce")
+    base = ok[ok["attention"] == BASELINE].drop_duplicates(GROUP).set_index(GROUP)[columns]
+    ok = ok.join(base.add_prefix("base_"), on=GROUP)
+    for column in columns:
+        if column in OVERHEAD_OF:
+            ok[f"{OVERHEAD_OF[column]}_overhead_pct"] = (ok[column] / ok[f"base_{column}"] - 1) * 100
+    if "throughput_ips" in columns:
+        ok["throughput_ratio"] = ok["throughput_ips"] / ok["base_throughput_ips"]
+    return ok.drop(columns=[f"base_{c}" for c in columns])
 
 
-def summary_table(cases: pd.DataFrame) -> pd.DataFrame:
-    """One row per case: complexity, latency and overhead, in grid order."""
+def groups(frame: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """(backbone, *setting) -> its rows, in the order the grid ran them."""
+    if frame.empty:
+        return
+    yield from frame.groupby(["backbone", *SETTING], sort=False, dropna=False)
+
+
+def group_title(key: tuple) -> str:
+    backbone, resolution, dtype, mode, device, channels_last, compiled = key
+    extras = [name for name, on in (("channels_last", channels_last), ("torch.compile", compiled)) if on]
+    return ", ".join([f"{backbone} at {int(resolution)} px", dtype, mode, device, *extras])
+
+
+COST_COLUMNS = ("latency_overhead_pct", "flops_overhead_pct", "macs_overhead_pct", "params_overhead_pct")
+"""What "cheapest" means, in order of preference: the first of these a group measured."""
+
+
+def module_costs(frame: pd.DataFrame) -> tuple[str | None, pd.Series, list]:
+    """(cost column, cost per module ascending, batch sizes averaged over) for one group's overhead rows.
+
+    The mean runs over the batch sizes every module finished, so a module that ran out of memory at the
+    large batch is not made to look cheap by its small-batch number alone.
+    """
+    modules = frame[frame["attention"] != BASELINE]
+    column = next((c for c in COST_COLUMNS if c in modules and modules[c].notna().any()), None)
+    if column is None:
+        return None, pd.Series(dtype=float), []
+    per_batch = modules.pivot_table(index="attention", columns="batch_size", values=column, aggfunc="first")
+    common = per_batch.dropna(axis=1)
+    used = common if not common.empty else per_batch
+    return column, used.mean(axis=1).sort_values(kind="stable"), list(used.columns)
+
+
+def module_order(frame: pd.DataFrame) -> list[str]:
+    """Attention labels of one group: `none` first, then cheapest to dearest, then modules with no cost."""
+    _, cost, _ = module_costs(frame)
+    labels = list(frame["attention"].unique())
+    rest = [label for label in labels if label not in cost.index and label != BASELINE]
+    return ([BASELINE] if BASELINE in labels else []) + cost.index.tolist() + rest
+
+
+@TABLES.register("overhead")
+def overhead(cases: pd.DataFrame) -> pd.DataFrame:
+    """Per case: parameters added, and MACs/FLOPs/bytes/latency/memory over `none` in percent."""
     table = with_overhead(cases)
     columns = [
-        "backbone",
-        "attention",
-        "batch_size",
-        "resolution",
-        "params",
+        *KEY,
         "params_attention",
-        "macs",
-        "latency_ms_median",
-        "latency_ms_iqr",
-        "latency_overhead_pct",
-        "throughput_ips",
+        *[f"{prefix}_overhead_pct" for prefix in OVERHEAD_OF.values()],
+        "throughput_ratio",
     ]
-    return table[[c for c in columns if c in table.columns and table[c].notna().any()]]
+    return table[[c for c in columns if c in table.columns]].reset_index(drop=True)
 
 
+@TABLES.register("shares")
+def shares(cases: pd.DataFrame) -> pd.DataFrame:
+    """Per case: the share of the network's MACs, FLOPs, bytes and latency that the module adds.
+
+    share = (with module - without) / with module, the same rule for every quantity, so the columns
+    compare directly: a module with 2% of the FLOPs and 20% of the latency is memory- or launch-bound.
+    """
+    ok = ok_cases(cases)
+    columns = measured(ok, list(SHARE_OF))
+    for column in columns:
+        ok[column] = pd.to_numeric(ok[column], errors="coerce")
+    base = ok[ok["attention"] == BASELINE].drop_duplicates(GROUP).set_index(GROUP)[columns]
+    ok = ok.join(base.add_prefix("base_"), on=GROUP)
+    ok = ok[ok["attention"] != BASELINE]
+    out = ok[KEY].copy()
+    for column in columns:
+        out[f"{SHARE_OF[column]}_share_pct"] = (1 - ok[f"base_{column}"] / ok[column]) * 100
+    if measured(ok, ["module_latency_ms_median", "latency_ms_median"]) == [
+        "module_latency_ms_median",
+        "latency_ms_median",
+    ]:
+        out["module_alone_share_pct"] = ok["module_latency_ms_median"] / ok["latency_ms_median"] * 100
+    if measured(ok, ["attention_time_share"]):
+        out["profiled_share_pct"] = pd.to_numeric(ok["attention_time_share"], errors="coerce") * 100
+    return out.reset_index(drop=True)
+
+
+def _timed(cases: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Finished cases that measured columns[0], with whichever of `columns` they have."""
+    ok = ok_cases(cases)
+    present = measured(ok, columns)
+    if columns[0] not in present:
+        return pd.DataFrame(columns=KEY)
+    return ok.loc[pd.to_numeric(ok[columns[0]], errors="coerce").notna(), [*KEY, *present]].reset_index(drop=True)
+
+
+@TABLES.register("latency")
+def latency(cases: pd.DataFrame) -> pd.DataFrame:
+    """Per case: latency statistics derived from the raw samples (median, IQR, percentiles, 95% CI)."""
+    return _timed(
+        cases,
+        [
+            "latency_ms_median", "latency_ms_iqr", "latency_ms_p10", "latency_ms_p90",
+            "latency_ms_ci_low", "latency_ms_ci_high", "wall_ms_median", "repeats", "noisy",
+        ],
+    )
+
+
+@TABLES.register("throughput")
+def throughput(cases: pd.DataFrame) -> pd.DataFrame:
+    return _timed(cases, ["throughput_ips", "achieved_bandwidth_gbs", "bandwidth_fraction"])
+
+
+@TABLES.register("memory")
+def memory(cases: pd.DataFrame) -> pd.DataFrame:
+    return _timed(cases, ["peak_mem_mib", "peak_mem_reserved_mib"])
+
+
+@TABLES.register("problems")
 def problem_cases(cases: pd.DataFrame) -> pd.DataFrame:
     """Cases that did not finish with status ok, with their reasons."""
     bad = cases[cases["status"] != "ok"]
-    return bad[["backbone", "attention", "batch_size", "resolution", "dtype", "mode", "status", "error"]]
+    columns = ["backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device", "status", "error"]
+    return bad[columns].fillna({"error": ""}).reset_index(drop=True)
+
+
+def grid_pivot(frame: pd.DataFrame, values: list[str]) -> pd.DataFrame:
+    """Rows = backbone, attention (+ dtype/mode/... where they vary); columns = (value, batch, resolution).
+
+    Rows and columns keep the order in which the grid ran them, so `none` stays where the suite put it.
+    """
+    varying = [c for c in SETTING if c != "resolution" and frame[c].nunique(dropna=False) > 1]
+    index = ["backbone", *varying, "attention"]
+    table = frame.pivot_table(index=index, columns=["batch_size", "resolution"], values=values, aggfunc="first")
+    appearance = {c: {v: i for i, v in enumerate(frame[c].unique())} for c in index}
+    return table.sort_index(key=lambda level: level.map(appearance[level.name]))
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Two runs' cases side by side by case_id (a stable hash of the case spec), with B/A ratios."""
+    values = ["status", "latency_ms_median", "latency_ms_ci_low", "latency_ms_ci_high", "throughput_ips", "peak_mem_mib"]
+    left = normalized(a).set_index("case_id")
+    right = normalized(b).set_index("case_id")
+    keys = pd.concat([left[KEY], right[KEY]])
+    keys = keys[~keys.index.duplicated()]
+    table = keys.join(left[values].add_suffix("_a")).join(right[values].add_suffix("_b"))
+    for side in ("a", "b"):
+        table[f"status_{side}"] = table[f"status_{side}"].fillna("absent")
+    for column, ratio in (("latency_ms_median", "latency_ratio"), ("throughput_ips", "throughput_ratio"),
+                          ("peak_mem_mib", "peak_mem_ratio")):
+        ratios = pd.to_numeric(table[f"{column}_b"], errors="coerce") / pd.to_numeric(table[f"{column}_a"], errors="coerce")
+        table[ratio] = ratios
+    # Ratios only mean something when both sides finished.
+    both_ok = (table["status_a"] == "ok") & (table["status_b"] == "ok")
+    table.loc[~both_ok, ["latency_ratio", "throughput_ratio", "peak_mem_ratio"]] = np.nan
+    table["ci_overlap"] = both_ok & (
+        pd.to_numeric(table["latency_ms_ci_low_a"], errors="coerce")
+        <= pd.to_numeric(table["latency_ms_ci_high_b"], errors="coerce")
+    ) & (
+        pd.to_numeric(table["latency_ms_ci_low_b"], errors="coerce")
+        <= pd.to_numeric(table["latency_ms_ci_high_a"], errors="coerce")
+    )
+    return table.reset_index()

@@ -1,0 +1,225 @@
+"""Reports of the fixed, hand-made results in tests/data/results (no timing happens here).
+
+The golden Markdown is regenerated with `ATTNBENCH_REGEN_GOLDEN=1 python -m pytest tests/test_report.py`;
+review its diff before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attnbench.cli import main
+from attnbench.errors import AttnbenchError, ResultsError
+from attnbench.registry import Registry
+from attnbench.report import markdown, tables, write_report
+from attnbench.results import read_run
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden" / "report.md"
+SMOKE, OLD_SMOKE, COMPLEXITY = "20260105T100000-a1b2c3", "20260104T100000-0f0f0f", "20260106T090000-d4e5f6"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A writable copy of the fixed results root: reports are written beside the runs."""
+    return Path(shutil.copytree(DATA / "results", tmp_path / "results"))
+
+
+@pytest.fixture
+def sections(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """Only a test section, so that sections other files register do not change the golden report."""
+    registry: Registry = Registry("report section")
+    registry.add("Test section", lambda run: f"cases in `{run.suite_name}`: {len(run.cases)}")
+    registry.add("Empty section", lambda run: None)
+    monkeypatch.setattr(markdown, "SECTIONS", registry)
+    return registry
+
+
+def test_golden_markdown(root: Path, sections: Registry) -> None:
+    text = write_report(root).read_text()
+    if os.environ.get("ATTNBENCH_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "report changed; regenerate with ATTNBENCH_REGEN_GOLDEN=1 and review the diff"
+
+
+def test_registered_sections_render_under_their_title(root: Path, sections: Registry) -> None:
+    text = write_report(root / SMOKE).read_text()
+    assert "### Test section\n\ncases in `smoke`: 13" in text
+    assert "Empty section" not in text
+
+
+def test_figures_are_created_non_empty_and_linked(root: Path, sections: Registry) -> None:
+    target = write_report(root / SMOKE)
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", target.read_text())
+    kinds = {"median-latency", "overhead-scatter", "throughput", "peak-memory"}
+    assert {kind for kind in kinds for link in links if kind in link} == kinds
+    for link in links:
+        assert not Path(link).is_absolute()
+        png = target.parent / link
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    assert sorted(p.name for p in (root / SMOKE / "report-figures").iterdir()) == sorted(Path(l).name for l in links)
+
+
+def test_report_without_timing_draws_no_timing_figures(root: Path, sections: Registry) -> None:
+    text = write_report(root / COMPLEXITY).read_text()
+    assert "### Figures" not in text and "### Latency" not in text
+    assert "Cheapest in FLOPs on resnet50 at 224 px, float32, eval, cpu: `eca`" in text
+
+
+def test_error_oom_and_skipped_rows_are_listed_with_reasons(root: Path, sections: Registry) -> None:
+    text = write_report(root / SMOKE).read_text()
+    problems = text[text.index("### Cases that did not finish"):]
+    assert "| resnet18 | cbam | 4 | 64 | float32 | eval | cpu | error | RuntimeError: shapes cannot be multiplied" in problems
+    assert "| oom | MemoryError: the host ran out of memory |" in problems
+    assert "| skipped | float16 autocast is not supported on the CPU" in problems
+    assert "- 1 error, 1 oom, 1 skipped: see *Cases that did not finish*" in text
+    # The overhead table says why a cell is empty instead of leaving it blank.
+    assert "| eca | 32 | +0.000274 | +0.00387 | +0.0833 | +4.17 | +5.00 | oom | oom | oom |" in text
+
+
+def test_cheapest_module_is_compared_at_batch_sizes_every_module_finished(root: Path) -> None:
+    frame = tables.with_overhead(read_run(root / SMOKE).cases)
+    resnet18 = frame[frame["backbone"] == "resnet18"]
+    column, cost, batches = tables.module_costs(resnet18)
+    assert column == "latency_overhead_pct" and batches == [1]
+    assert cost.index.tolist() == ["eca", "se", "cbam"]
+    assert tables.module_order(resnet18) == ["none", "eca", "se", "cbam"]
+
+
+def test_overhead_numbers(root: Path) -> None:
+    table = tables.overhead(read_run(root / SMOKE).cases).set_index(["backbone", "attention", "batch_size"])
+    se = table.loc[("resnet18", "se", 4)]
+    assert se["latency_overhead_pct"] == pytest.approx(14.0)
+    assert se["throughput_ratio"] == pytest.approx(140.351 / 160.0)
+    assert se["params_attention"] == 89080
+    assert se["bytes_overhead_pct"] == pytest.approx(100 * (192 / 180 - 1))
+    assert table.loc[("resnet18", "none", 1), "latency_overhead_pct"] == 0
+    shares = tables.shares(read_run(root / SMOKE).cases).set_index(["backbone", "attention", "batch_size"])
+    assert shares.loc[("resnet18", "se", 1), "latency_share_pct"] == pytest.approx(100 * (1 - 9.0 / 9.9))
+
+
+def test_tie_is_reported_when_confidence_intervals_overlap() -> None:
+    frame = pd.DataFrame({
+        "attention": ["none", "a", "b"], "batch_size": [1, 1, 1], "latency_overhead_pct": [0.0, 5.0, 6.0],
+        "latency_ms_ci_low": [9.0, 9.4, 9.5], "latency_ms_ci_high": [9.1, 9.6, 9.7],
+    })
+    sentence = markdown.cheapest_sentence(frame, "net")
+    assert sentence.startswith("**Cheapest in latency on net: `a`**, +5.00% over `none` at batch size 1")
+    assert "`a` and `b` are within noise of each other" in sentence
+    frame.loc[2, ["latency_ms_ci_low", "latency_ms_ci_high"]] = [9.8, 9.9]
+    assert "within noise" not in markdown.cheapest_sentence(frame, "net")
+
+
+def test_results_root_reports_the_latest_run_of_each_suite(root: Path, sections: Registry) -> None:
+    text = write_report(root).read_text()
+    assert re.findall(r"^## Suite `(\w+)`, run `(\S+)`", text, re.M) == [("complexity", COMPLEXITY), ("smoke", SMOKE)]
+
+
+def test_all_and_run_choose_runs_of_a_root(root: Path, sections: Registry) -> None:
+    every = write_report(root, all_runs=True).read_text()
+    assert re.findall(r"^## Suite `\w+`, run `(\S+)`", every, re.M) == [COMPLEXITY, OLD_SMOKE, SMOKE]
+    one = write_report(root, root / "one.md", run_id="20260104").read_text()
+    assert re.findall(r"^## Suite `\w+`, run `(\S+)`", one, re.M) == [OLD_SMOKE]
+
+
+def test_csv_format_writes_one_tidy_file_per_table(root: Path) -> None:
+    folder = write_report(root, fmt="csv")
+    assert folder == root / "report-tables"
+    assert {p.name for p in folder.iterdir()} == {f"{name}.csv" for name in tables.TABLES.names()}
+    overhead = pd.read_csv(folder / "overhead.csv")
+    row = overhead[(overhead["run_id"] == SMOKE) & (overhead["attention"] == "se") & (overhead["batch_size"] == 1)
+                   & (overhead["backbone"] == "resnet18")]
+    assert row["latency_overhead_pct"].item() == pytest.approx(10.0)
+    problems = pd.read_csv(folder / "problems.csv")
+    assert sorted(problems["status"]) == ["error", "error", "oom", "skipped"]
+
+
+def test_json_format_holds_runs_and_tables(root: Path) -> None:
+    document = json.loads(write_report(root, fmt="json").read_text())
+    assert [run["run_id"] for run in document["runs"]] == [COMPLEXITY, SMOKE]
+    assert set(document["tables"]) == set(tables.TABLES.names())
+    latency = [r for r in document["tables"]["latency"] if r["backbone"] == "resnet50" and r["attention"] == "se"]
+    assert [r["latency_ms_median"] for r in latency] == [20.1, 66.0]
+    assert latency[0]["noisy"] is True
+
+
+def test_two_runs_side_by_side(root: Path) -> None:
+    target = write_report([root / OLD_SMOKE, root / SMOKE])
+    assert target == root / SMOKE / f"compare-{OLD_SMOKE}.md"
+    text = target.read_text()
+    assert "| resnet18 | se | 1 | 64 | float32 | eval | 11.0 | 9.90 | 0.900 | 90.9 | 101 | 1.11 | 1.00 | ok | ok |" in text
+    assert "| resnet18 | cbam | 4 | 64 | float32 | eval | 33.0 |  |  | 121 |  |  |  | ok | error |" in text
+    assert "geometric mean latency ratio B/A is 0.962" in text
+    table = json.loads(write_report([root / OLD_SMOKE, root / SMOKE], fmt="json").read_text())["tables"]["comparison"]
+    ratios = {(r["attention"], r["batch_size"]): r["latency_ratio"] for r in table
+              if r["dtype"] == "float32" and r["backbone"] == "resnet18"}
+    assert ratios[("se", 4)] == pytest.approx(28.5 / 28.4)
+    assert ratios[("eca", 1)] is None  # only one run has it
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda root: [root / "missing"], "does not exist"),
+        (lambda root: [root.parent / "empty"], "holds no run directories"),
+        (lambda root: [root, root / SMOKE], "is not a run directory"),
+        (lambda root: [root / SMOKE, root / OLD_SMOKE, root / COMPLEXITY], "got 3"),
+    ],
+)
+def test_bad_paths_are_one_line_errors(root: Path, make_args, message: str) -> None:
+    (root.parent / "empty").mkdir()
+    with pytest.raises(AttnbenchError, match=message):
+        write_report(make_args(root))
+
+
+def test_bad_options_are_one_line_errors(root: Path) -> None:
+    with pytest.raises(ResultsError, match="matches several runs"):
+        write_report(root, run_id="2026")
+    with pytest.raises(ResultsError, match="matches no run.*accepted: 20260104T100000-0f0f0f"):
+        write_report(root, run_id="1999")
+    with pytest.raises(ResultsError, match="comparison takes two run directories"):
+        write_report([root / OLD_SMOKE, root / SMOKE], all_runs=True)
+    with pytest.raises(ResultsError, match="folder .* does not exist"):
+        write_report(root, root / "nowhere" / "report.md")
+    with pytest.raises(AttnbenchError, match="unknown report format 'html'"):
+        write_report(root, fmt="html")
+
+
+def test_cli_report_and_its_errors(root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(root / SMOKE), "--format", "csv", "--out", str(root / "tables")]) == 0
+    assert (root / "tables" / "overhead.csv").is_file()
+    assert main(["report", str(root / "missing")]) == 2
+    assert "attnbench: error: results path" in capsys.readouterr().err
+
+
+def test_number_formatting() -> None:
+    assert [markdown.sig3(v) for v in (9.0, 0.2, 1700.4, 11689512, -0.0123456, 0)] == [
+        "9.00", "0.200", "1,700", "11,700,000", "-0.0123", "0"]
+    assert [markdown.si(v) for v in (11689512, 4111514624, 32, 89080)] == ["11.7 M", "4.11 G", "32", "89.1 k"]
+    assert markdown.signed(5) == "+5.00" and markdown.signed(-1.234) == "-1.23" and markdown.signed(0) == "0"
+    assert markdown.cell("a | b\nc") == "a \\| b c"
+
+
+def test_group_without_baseline_is_warned_and_still_listed(root: Path, sections: Registry) -> None:
+    cases = root / SMOKE / "cases.csv"
+    lines = cases.read_text().splitlines()
+    cases.write_text("\n".join(line for line in lines if not line.startswith("r50none")) + "\n")
+    text = write_report(root / SMOKE).read_text()
+    assert "- resnet50 at 64 px, float32, eval, cpu: no finished `none` case, so no overheads there" in text
+    assert "| se | 2.53 M |  |" in text  # the module's row stays, its overheads empty
+
+
+def test_run_with_no_cases(root: Path, sections: Registry) -> None:
+    cases = root / SMOKE / "cases.csv"
+    cases.write_text(cases.read_text().splitlines()[0] + "\n")
+    text = write_report(root / SMOKE).read_text()
+    assert text.endswith("No case was measured.\n") and "| `smoke` |" in text
