@@ -132,7 +132,8 @@ def _summary_table(run_dir: Path) -> Table:
     table = Table("backbone", "attention", "batch", "res", "status", "latency ms", "vs none %", "MACs (G)")
     for _, row in cases.iterrows():
         measured = ok[ok["case_id"] == row["case_id"]]
-        overhead = measured["latency_overhead_pct"].iloc[0] if not measured.empty else None
+        has_overhead = "latency_overhead_pct" in measured and not measured.empty  # absent without latency
+        overhead = measured["latency_overhead_pct"].iloc[0] if has_overhead else None
         table.add_row(
             row["backbone"], row["attention"], str(row["batch_size"]), str(row["resolution"]), row["status"],
             fmt_number(row["latency_ms_median"]), fmt_number(overhead),

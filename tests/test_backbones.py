@@ -421,3 +421,19 @@ def test_entry_backbones_restrict_the_grid(project):
     data["grid"]["attention"][1]["backbones"] = ["resnet50"]
     with pytest.raises(ConfigError, match="sk names backbone 'resnet50', which is not in the grid"):
         parse_suite(data, "x.toml", project)
+
+
+def test_complexity_only_suite_runs_from_the_cli_and_reports(project_dir, monkeypatch):
+    from attnbench.cli import main
+    from attnbench.results import find_runs
+
+    monkeypatch.chdir(project_dir)
+    (project_dir / "suites" / "cx.toml").write_text(
+        'metrics = ["complexity"]\n[grid]\nbackbones = ["resnet50"]\n'
+        'attention = ["none", { name = "se", bias = true }]\nbatch_sizes = [1]\nresolutions = [32]\ndevice = "cpu"\n'
+    )
+    assert main(["run", "--suite", "cx"]) == 0
+    assert main(["report", "results", "--out", "report.md"]) == 0
+    report = (project_dir / "report.md").read_text()
+    assert "| SE-ResNet-50 | resnet50 | se(bias=True) | 28.09 M | 28.09 M | +0.00 | 28,088,024 | yes |" in report
+    assert len(find_runs(project_dir / "results")) == 1
