@@ -41,6 +41,10 @@ class TimingSpec:
     """Each case in a fresh subprocess; None = on for CUDA, off for the CPU."""
     compile_backend: str = "inductor"
     """torch.compile backend for cases with compile = true."""
+    rounds: int = 4
+    """Cases that differ only in their attention entry are timed in this many interleaved rounds, so that
+    drift of the machine (frequency, neighbours) lands on the module and its baseline alike; 1 = one
+    case after the other. Applies where cases run in one process (not isolated)."""
 
     def isolate_on(self, device_type: str) -> bool:
         return self.isolate if self.isolate is not None else device_type == "cuda"
@@ -294,6 +298,7 @@ def _timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> Tim
         l2_flush=_l2_flush(section, base.l2_flush),
         isolate=section.get("isolate", bool, base.isolate),
         compile_backend=_compile_backend(section, base.compile_backend),
+        rounds=section.positive_int("rounds", base.rounds),
     )
     if timing.max_repeats < timing.min_repeats:
         raise ConfigError(

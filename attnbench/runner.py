@@ -26,7 +26,7 @@ from attnbench.measure import METRICS, MeasureContext
 from attnbench.measure.allocator import configure_allocator
 from attnbench.measure.bandwidth import copy_bandwidth_gbs, roofline_columns
 from attnbench.measure.env import environment
-from attnbench.measure.timing import unsupported
+from attnbench.measure.timing import PreparedStep, prepare_network, time_interleaved, unsupported
 from attnbench.modules import BASELINE, get_attention
 from attnbench.results import RunWriter, read_run, utc_now
 
@@ -72,9 +72,18 @@ class ModelCache:
         self._key: tuple | None = None
         self._built: BuiltModel | None = None
 
+    @staticmethod
+    def key_of(case: CaseSpec) -> tuple:
+        entry = case.attention
+        return (case.backbone, entry.key, entry.options, entry.placement)
+
+    def put(self, case: CaseSpec, built: BuiltModel) -> None:
+        """Hands over a model built elsewhere (for interleaved timing), so it is not built twice."""
+        self._key, self._built = self.key_of(case), built
+
     def get(self, case: CaseSpec) -> BuiltModel:
         entry = case.attention
-        key = (case.backbone, entry.key, entry.options, entry.placement)
+        key = self.key_of(case)
         if key != self._key:
             self._built = None  # free the previous model before building the next
             self._built = build_model(case.backbone, entry.key, entry.options_dict, entry.placement)
@@ -290,6 +299,43 @@ def _prepare(suite: SuiteSpec, project: ProjectConfig) -> tuple[torch.device, di
     return device, {**settings, "isolate": suite.timing.isolate_on(device.type)}
 
 
+def comparison_groups(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
+    """Cases that differ only in their attention entry, in the order of their first case."""
+    groups: dict[tuple, list[CaseSpec]] = {}
+    for case in cases:
+        setting = tuple(value for name, value in case.key.items() if name != "attention")
+        groups.setdefault(setting, []).append(case)
+    return list(groups.values())
+
+
+def pretime_group(group: list[CaseSpec], context: MeasureContext) -> dict[str, BuiltModel]:
+    """Builds the group's models and times them in interleaved rounds into context.pretimed.
+
+    Returns the built models, to be reused by the case's other metrics. A case that fails here gets no
+    pretimed entry: run_case then measures it alone, and records why it fails.
+    """
+    built: dict[str, BuiltModel] = {}
+    prepared: dict[str, PreparedStep] = {}
+    for case in group:
+        if unsupported(case, context.timing):
+            continue
+        entry = case.attention
+        try:
+            with time_limit(context.timing.max_case_seconds):
+                model = build_model(case.backbone, entry.key, entry.options_dict, entry.placement)
+                prepared[case.case_id] = prepare_network(case, model, context)
+        except Exception:  # recorded when run_case meets it again
+            continue
+        built[case.case_id] = model
+    if len(prepared) > 1:
+        try:
+            with time_limit(context.timing.max_case_seconds * len(prepared)):
+                context.pretimed.update(time_interleaved(prepared, context))
+        except Exception:  # each case is then timed alone, and a failure recorded as its row
+            context.pretimed.clear()
+    return built
+
+
 def _execute(
     suite: SuiteSpec,
     cases: list[CaseSpec],
@@ -298,24 +344,40 @@ def _execute(
     progress: ProgressCallback | None,
     threads: int | None,
 ) -> Path:
-    """Measures `cases` in order, appending each row as it finishes; marks the run complete or interrupted."""
+    """Measures `cases`, appending each row as it finishes; marks the run complete or interrupted.
+
+    In one process, cases that differ only in their attention entry are timed together in interleaved
+    rounds (TimingSpec.rounds); isolated cases run one per process, in grid order.
+    """
     context = MeasureContext(timing=suite.timing, device=device)
     models = ModelCache()
     copy_gbs = writer.meta.get("copy_bandwidth_gbs")
+    isolate = writer.meta["isolate"]
+    interleave = not isolate and suite.timing.rounds > 1 and "latency" in suite.metrics
+    groups = comparison_groups(cases) if interleave else [[case] for case in cases]
     status = "interrupted"
+    done = 0
     try:
         with interruptible():
-            for index, case in enumerate(cases):
+            for group in groups:
                 if progress:
-                    progress(index, len(cases), case)
-                if writer.meta["isolate"]:
-                    result = run_isolated(case, suite.metrics, suite.timing, threads)
-                else:
-                    result = run_case(case, suite.metrics, models, context)
-                result.row.update(roofline_columns(result.row, copy_gbs))
-                if result.sites:
-                    writer.append_sites(result.sites)
-                writer.append_case(result.row, result.samples, result.wall_samples)
+                    progress(done, len(cases), group[0])
+                built = pretime_group(group, context) if interleave and len(group) > 1 else {}
+                for case in group:
+                    if progress:
+                        progress(done, len(cases), case)
+                    if isolate:
+                        result = run_isolated(case, suite.metrics, suite.timing, threads)
+                    else:
+                        if case.case_id in built:
+                            models.put(case, built.pop(case.case_id))
+                        result = run_case(case, suite.metrics, models, context)
+                    result.row.update(roofline_columns(result.row, copy_gbs))
+                    if result.sites:
+                        writer.append_sites(result.sites)
+                    writer.append_case(result.row, result.samples, result.wall_samples)
+                    done += 1
+                context.pretimed.clear()
         status = "complete"
     except Interrupted as interruption:
         interruption.run_dir = writer.path

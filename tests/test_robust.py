@@ -63,8 +63,9 @@ def failing(monkeypatch):
     return set_action
 
 
-def tiny_suite(project, project_dir: Path, extra_timing: str = "") -> Path:
+def tiny_suite(project, project_dir: Path, extra_timing: str = "", metrics: str = '"complexity", "latency"') -> Path:
     text = (project_dir / "suites" / "tiny.toml").read_text().replace('"se"]', '"failing", "se"]')
+    text = text.replace('"complexity", "latency"', metrics)
     text = text.split("[timing]")[0] + "[timing]\nwarmup = 1\nmin_repeats = 3\n"
     return write(project_dir / "suites" / "f.toml", text + (extra_timing or "max_repeats = 5\nmax_seconds = 0.05\n"))
 
@@ -94,7 +95,7 @@ def test_failure_inside_a_case_is_a_row_and_the_run_goes_on(project, project_dir
     run_dir = run_suite(load_suite(str(tiny_suite(project, project_dir)), project), project)
     rows = statuses(run_dir)
     assert rows["failing"][0] == status and message in rows["failing"][1]
-    assert rows["none"][0] == rows["se"][0] == "ok"
+    assert rows["none"][0] == rows["se"][0] == "ok", rows
     assert read_run(run_dir).meta["status"] == "complete"
 
 
@@ -112,29 +113,38 @@ def test_timeout_fires_again_after_a_swallowed_signal(project, project_dir, fail
 
     swallowed: list[bool] = []
 
-    def sleep_and_swallow_once():
+    def block_until_the_timer_fires_twice():
         try:
-            time.sleep(0.05)
+            time.sleep(10)
         except CaseTimeout:
             if swallowed:
                 raise
             swallowed.append(True)  # as a weakref callback or __del__ would
+            time.sleep(10)  # only a second firing of the timer gets the case out of here
 
-    failing(sleep_and_swallow_once)
-    suite = tiny_suite(project, project_dir, "max_case_seconds = 0.3\nmax_seconds = 5.0\nmax_repeats = 1000\n")
+    failing(block_until_the_timer_fires_twice)
+    # Latency only: counting complexity alone takes longer than this limit on a slow machine.
+    suite = tiny_suite(project, project_dir, "max_case_seconds = 0.3\nmax_seconds = 0.05\nmax_repeats = 5\n", '"latency"')
+    started = time.monotonic()
     run_dir = run_suite(load_suite(str(suite), project), project)
-    assert swallowed and statuses(run_dir)["failing"][0] == "timeout"
+    rows = statuses(run_dir)
+    assert swallowed and rows["failing"][0] == "timeout"
+    assert rows["none"][0] == rows["se"][0] == "ok", rows
+    assert time.monotonic() - started < 10  # no sleep ran to its end
 
 
-def test_ctrl_c_drops_the_current_case_and_marks_the_run(project_dir, failing, monkeypatch, capsys):
+@pytest.mark.parametrize(("rounds", "kept"), [(1, ["none"]), (4, [])])
+def test_ctrl_c_drops_the_current_case_and_marks_the_run(project_dir, failing, monkeypatch, capsys, rounds, kept):
+    """One after the other, the finished case is kept; interleaved, the cases of the interrupted group
+    were all still being timed, so the group is dropped whole (a resume measures it again)."""
     monkeypatch.chdir(project_dir)
-    tiny_suite(None, project_dir)
+    tiny_suite(None, project_dir, f"max_repeats = 5\nmax_seconds = 0.05\nrounds = {rounds}\n")
     failing(lambda: os.kill(os.getpid(), signal.SIGINT))
     assert main(["run", "--suite", "f"]) == 130
     run_dir = find_runs(project_dir / "results")[0]
     run = read_run(run_dir)
     assert run.meta["status"] == "interrupted"
-    assert run.cases["attention"].tolist() == ["none"]
+    assert run.cases["attention"].tolist() == kept
     err = capsys.readouterr().err
     assert f"resume with: attnbench run --resume {run_dir}" in err.replace("\n", "")
 

@@ -22,6 +22,8 @@ class MeasureContext:
     device: torch.device
     clock: Callable[[], float] = time.perf_counter
     cache: dict[str, Any] = field(default_factory=dict)
+    pretimed: dict[str, Any] = field(default_factory=dict)
+    """case_id -> timings the runner took with other cases interleaved; the latency metric uses them."""
 
 
 @dataclass

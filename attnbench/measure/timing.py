@@ -8,6 +8,7 @@ launch-bound case shows as wall time well above device time.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -146,6 +147,43 @@ def adaptive_repeats(step: Step, timing: TimingSpec, timer: Timer, clock: Clock)
         latency_ms, wall_ms = timer(step)
         timings.latency_ms.append(latency_ms)
         timings.wall_ms.append(wall_ms)
+    return timings
+
+
+def interleaved_repeats(
+    steps: dict[str, Step], timing: TimingSpec, timers: dict[str, Timer], clock: Clock
+) -> dict[str, Timings]:
+    """Times several steps in `timing.rounds` rounds, each step taking its turn in every round.
+
+    Each turn starts with one untimed call (the previous step evicted this one's weights from the
+    caches), then times at least min_repeats / rounds calls and goes on for max_seconds / rounds, at most
+    max_repeats / rounds calls (and max_repeats in all). Over all rounds a step gets what adaptive_repeats
+    would give it, but slow drift of the machine is spread over every step instead of landing on
+    whichever ran at the wrong moment.
+    """
+    for key, step in steps.items():
+        for _ in range(max(timing.warmup, timers[key].min_warmup)):
+            step()
+        timers[key].synchronize()
+    per_round_min = math.ceil(timing.min_repeats / timing.rounds)
+    per_round_max = math.ceil(timing.max_repeats / timing.rounds)
+    per_round_seconds = timing.max_seconds / timing.rounds
+    timings = {key: Timings() for key in steps}
+    for _ in range(timing.rounds):
+        for key, step in steps.items():
+            timer, taken = timers[key], timings[key]
+            if len(taken.latency_ms) >= timing.max_repeats:
+                continue
+            step()
+            timer.synchronize()
+            turn_start, calls = clock(), 0
+            while calls < per_round_max and len(taken.latency_ms) < timing.max_repeats and (
+                calls < per_round_min or clock() - turn_start < per_round_seconds
+            ):
+                latency_ms, wall_ms = timer(step)
+                taken.latency_ms.append(latency_ms)
+                taken.wall_ms.append(wall_ms)
+                calls += 1
     return timings
 
 
@@ -293,15 +331,44 @@ def make_step(case: CaseSpec, built: BuiltModel, device: torch.device, timing: T
 
 def time_step(prepared: PreparedStep, context: MeasureContext) -> tuple[Timings, bool]:
     """Timings of a prepared step and whether the L2 flush was on."""
-    timer = make_timer(context)
-    flushed = apply_flush_rule(timer, context.timing.l2_flush, prepared.working_set_bytes)
+    timer, flushed = flushing_timer(prepared, context)
     return adaptive_repeats(prepared.step, context.timing, timer, context.clock), flushed
+
+
+def flushing_timer(prepared: PreparedStep, context: MeasureContext) -> tuple[Timer, bool]:
+    timer = make_timer(context)
+    return timer, apply_flush_rule(timer, context.timing.l2_flush, prepared.working_set_bytes)
+
+
+@dataclass
+class Pretimed:
+    """A case's step and its timings, taken by the runner with other cases interleaved."""
+
+    prepared: PreparedStep
+    timings: Timings
+    flushed: bool
+
+
+def time_interleaved(
+    prepared: dict[str, PreparedStep], context: MeasureContext
+) -> dict[str, Pretimed]:
+    """interleaved_repeats over prepared steps keyed by case id, each with its own timer and flush."""
+    timers, flushed = {}, {}
+    for key, step in prepared.items():
+        timers[key], flushed[key] = flushing_timer(step, context)
+    steps = {key: step.step for key, step in prepared.items()}
+    timings = interleaved_repeats(steps, context.timing, timers, context.clock)
+    return {key: Pretimed(prepared[key], timings[key], flushed[key]) for key in prepared}
 
 
 @metric("latency")
 def latency(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> MetricResult:
-    prepared = prepare_network(case, built, context)
-    timings, flushed = time_step(prepared, context)
+    pretimed = context.pretimed.pop(case.case_id, None)
+    if pretimed is None:
+        prepared = prepare_network(case, built, context)
+        timings, flushed = time_step(prepared, context)
+    else:
+        prepared, timings, flushed = pretimed.prepared, pretimed.timings, pretimed.flushed
     stats = summarize(timings.latency_ms)
     stats["wall_ms_median"] = float(np.median(timings.wall_ms))
     stats["throughput_ips"] = case.batch_size / (stats["latency_ms_median"] / 1e3)
