@@ -149,6 +149,10 @@ def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", help="significance level of the U test, e.g. 0.01 (default from [gate])")
     parser.add_argument("--metric", default="latency_ms", help="raw samples to compare: latency_ms or wall_ms")
     parser.add_argument("--strict-env", action="store_true", help="refuse runs from different environments")
+    parser.add_argument(
+        "--relative", action="store_true",
+        help="gate each module's time relative to `none` in its own run (robust to machine drift)",
+    )
 
 
 def _gate_config(args: argparse.Namespace, project: ProjectConfig) -> GateConfig:
@@ -170,7 +174,7 @@ def _gate(
 
     comparison = compare_runs(
         resolve_run(baseline, "baseline"), resolve_run(current, "current"),
-        _gate_config(args, project), args.metric, args.strict_env,
+        _gate_config(args, project), args.metric, args.strict_env, relative=args.relative,
     )
     console.print(comparison_table(comparison))
     for warning in comparison.warnings:

@@ -23,6 +23,7 @@ from scipy.stats import mannwhitneyu
 
 from attnbench.config import GateConfig, GateThresholds
 from attnbench.errors import GateError
+from attnbench.modules import BASELINE
 from attnbench.results import SAMPLE_COLUMNS, Run, find_runs, read_run
 
 IDENTITY_COLUMNS = ("backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device")
@@ -245,8 +246,15 @@ def compare_runs(
     metric: str = "latency_ms",
     strict_env: bool = False,
     seed: int = 0,
+    relative: bool = False,
 ) -> Comparison:
-    """Matches the cases of two runs by identity and classifies each; raises GateError on misuse."""
+    """Matches the cases of two runs by identity and classifies each; raises GateError on misuse.
+
+    With `relative`, each case's samples are divided by the median of the `none` case of the same
+    setting in the same run: the gate then asks whether a module got slower relative to its backbone,
+    which drift of the whole machine between the two runs does not change. The `none` cases are the
+    reference and are not gated.
+    """
     if metric not in SAMPLE_METRICS:
         raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
     warnings = environment_warnings(baseline, current)
@@ -267,9 +275,13 @@ def compare_runs(
     for key in [*before, *(k for k in after if k not in before)]:
         path = "/".join(key)
         thresholds = gate.thresholds_for(suite, path)
+        reference = (
+            (before.get(_reference_key(key, columns)), after.get(_reference_key(key, columns)))
+            if relative else None
+        )
         cases.append(_compare_case(
             dict(zip(columns, key)), path, thresholds, before.get(key), after.get(key),
-            baseline, current, metric, seed + zlib.crc32(path.encode()),
+            baseline, current, metric, seed + zlib.crc32(path.encode()), reference,
         ))
     underpowered = [case.path for case in cases if case.underpowered]
     if underpowered:
@@ -277,7 +289,8 @@ def compare_runs(
             f"{len(underpowered)} case(s) have too few samples to ever be significant at their alpha "
             f"(e.g. {underpowered[0]}); raise min_repeats"
         )
-    return Comparison(baseline, current, metric, tuple(cases), tuple(warnings))
+    label = f"{metric} relative to {BASELINE}" if relative else metric
+    return Comparison(baseline, current, label, tuple(cases), tuple(warnings))
 
 
 def _samples(run: Run, row: pd.Series, metric: str) -> np.ndarray:
@@ -285,11 +298,19 @@ def _samples(run: Run, row: pd.Series, metric: str) -> np.ndarray:
     return values.dropna().to_numpy(dtype=float)
 
 
+def _reference_key(key: tuple[str, ...], columns: list[str]) -> tuple[str, ...]:
+    """The identity of the `none` case of the same setting."""
+    return tuple(BASELINE if column == "attention" else value for column, value in zip(columns, key))
+
+
 def _compare_case(
     key: dict[str, Any], path: str, thresholds: GateThresholds, before: pd.Series | None,
     after: pd.Series | None, baseline: Run, current: Run, metric: str, seed: int,
+    reference: tuple[pd.Series | None, pd.Series | None] | None = None,
 ) -> CaseComparison:
     case = CaseComparison(key, path, Verdict.UNCHANGED, thresholds)
+    if reference is not None and key.get("attention") == BASELINE:
+        return replace(case, note="the reference of a relative comparison: not gated")
     if after is None:
         return replace(case, verdict=Verdict.MISSING, note="in the baseline only")
     if before is None:
@@ -303,6 +324,17 @@ def _compare_case(
     for side, values in (("baseline", base), ("current", cur)):
         if values.size == 0:
             return replace(case, verdict=Verdict.FAILED, failed_side=side, note=f"{side} has no {metric} samples")
+    if reference is not None:
+        scales = []
+        for side, run, row in (("baseline", baseline, reference[0]), ("current", current, reference[1])):
+            values = _samples(run, row, metric) if row is not None and row["status"] == "ok" else np.empty(0)
+            if values.size == 0:
+                return replace(
+                    case, verdict=Verdict.FAILED, failed_side=side,
+                    note=f"{side} has no finished `{BASELINE}` case to compare relative to",
+                )
+            scales.append(float(np.median(values)))
+        base, cur = base / scales[0], cur / scales[1]
     stats = ratio_stats(base, cur, thresholds.alpha, seed)
     verdict, note = classify(stats, thresholds)
     underpowered = min_p_value(base.size, cur.size) >= thresholds.alpha

@@ -191,6 +191,30 @@ def test_missing_new_and_failed_cases_are_reported(runs):
     assert not comparison.passed
 
 
+def test_relative_gate_ignores_drift_of_the_whole_machine(tmp_path):
+    """The current run's machine is 15% slower for every case: absolute medians cry wolf, relative to
+    `none` of the same run nothing changed; a module that got slower on top of the drift is still caught."""
+    baseline = make_run(tmp_path, "b", [case("none", noisy(10)), case("se", noisy(12, seed=2))])
+    drifted = make_run(tmp_path, "d", [case("none", noisy(11.5, seed=1)), case("se", noisy(13.8, seed=3))])
+    slower_se = make_run(tmp_path, "s", [case("none", noisy(11.5, seed=1)), case("se", noisy(16.6, seed=3))])
+    assert not compare_runs(read_run(baseline), read_run(drifted)).passed
+    relative = compare_runs(read_run(baseline), read_run(drifted), relative=True)
+    assert relative.passed and by_attention(relative) == {"none": Verdict.UNCHANGED, "se": Verdict.UNCHANGED}
+    assert relative.cases[0].note == "the reference of a relative comparison: not gated"
+    assert relative.metric == "latency_ms relative to none"
+    caught = compare_runs(read_run(baseline), read_run(slower_se), relative=True)
+    assert by_attention(caught)["se"] is Verdict.REGRESSION
+    assert caught.of(Verdict.REGRESSION)[0].stats.ratio == pytest.approx(1.2, rel=0.03)
+
+
+def test_relative_gate_needs_a_finished_none_case(tmp_path):
+    baseline = make_run(tmp_path, "b", [case("none", noisy(10)), case("se", noisy(12, seed=2))])
+    no_reference = make_run(tmp_path, "n", [case("none", None, status="oom"), case("se", noisy(12, seed=3))])
+    comparison = compare_runs(read_run(baseline), read_run(no_reference), relative=True)
+    se = [c for c in comparison.cases if c.key["attention"] == "se"][0]
+    assert se.verdict is Verdict.FAILED and "no finished `none` case" in se.note
+
+
 def test_a_case_failing_in_the_baseline_only_does_not_fail_the_gate(runs, tmp_path):
     broken = make_run(tmp_path, "broken", [case("none", noisy(10)), case("se", None, status="error")])
     comparison = compare_runs(read_run(broken), read_run(runs["same"]))
