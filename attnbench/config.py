@@ -557,7 +557,8 @@ def _runnable_entries(
     """Every (backbone, attention) pair must be buildable at the grid's smallest resolution.
 
     A module named in the suite that cannot is a one-line error with the reason; one that only came in
-    through `"*"` is left out, so `"*"` means every registered module that runs in all the grid's backbones.
+    through `"*"` is kept for the backbones it runs in (its `backbones` narrowed to them) and left out
+    where it runs in none, so `"*"` means every registered module, wherever it can run.
     """
     from attnbench.backbones import check_pair
     from attnbench.modules import BASELINE
@@ -570,14 +571,20 @@ def _runnable_entries(
                 f"{section.where('attention')}: {entry.label} names backbone {outside[0]!r}, which is not in "
                 f"the grid; accepted: {', '.join(backbones)}"
             )
-        try:
-            for backbone in filter(entry.applies_to, backbones):
+        fitting = []
+        for backbone in filter(entry.applies_to, backbones):
+            try:
                 if entry.key != BASELINE:
                     check_pair(backbone, entry.key, entry.options_dict, entry.placement, resolution)
-        except AttnbenchError as error:
-            if not starred:
-                raise ConfigError(f"{section.where('attention')}: {error}") from None
+            except AttnbenchError as error:
+                if not starred:
+                    raise ConfigError(f"{section.where('attention')}: {error}") from None
+                continue
+            fitting.append(backbone)
+        if not fitting:
             continue
+        if starred and len(fitting) < len(backbones):
+            entry = replace(entry, backbones=tuple(fitting))
         kept.append((entry, starred))
     if not kept:
         raise ConfigError(f"{section.where('attention')}: no module of '*' runs in {', '.join(backbones)}")

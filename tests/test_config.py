@@ -157,3 +157,14 @@ def test_fingerprint_changes_with_content(project):
     first = parse_suite(data, "x.toml", project)
     assert parse_suite(data, "x.toml", project).fingerprint == first.fingerprint
     assert parse_suite({**data, "description": "changed"}, "x.toml", project).fingerprint != first.fingerprint
+
+
+def test_star_keeps_each_module_for_the_backbones_it_runs_in(project, tmp_path):
+    text = GRID.format(attention='["none", "*"]').replace('["resnet18"]', '["resnet18", "resnext50_32x4d"]')
+    suite = suite_from(text, project, tmp_path)
+    entries = {entry.key: entry for entry in suite.grid.attention}
+    # SK replaces a Bottleneck's 3x3 conv: it runs in ResNeXt-50 only; SE runs in both.
+    assert entries["sk"].backbones == ("resnext50_32x4d",)
+    assert entries["se"].backbones == ()
+    cases = expand_grid(suite, "cpu")
+    assert {(c.backbone, c.attention.key) for c in cases if c.attention.key == "sk"} == {("resnext50_32x4d", "sk")}
