@@ -25,8 +25,7 @@ class BackboneSpec:
 class Site:
     """One insertion point: where it sits and what it receives.
 
-    Under `shared_per_stage` several sites hold the same module object; `BuiltModel.attention_modules`
-    lists each module once.
+    Under `shared_per_stage` several sites hold the same module object.
     """
 
     path: str
@@ -156,12 +155,6 @@ def check_placement(attention: AttentionSpec, name: str) -> None:
 class BuiltModel:
     model: nn.Module
     sites: list[Site]
-
-    @property
-    def attention_modules(self) -> list[nn.Module]:
-        """Each inserted module once, in site order (shared modules appear at several sites)."""
-        unique = {id(site.module): site.module for site in self.sites}
-        return list(unique.values())
 
 
 def build_model(
