@@ -123,6 +123,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _summary_table(run_dir: Path) -> Table:
+    import pandas as pd
+
     from attnbench.report.markdown import fmt_number
     from attnbench.report.tables import with_overhead
     from attnbench.results import read_run
@@ -137,7 +139,7 @@ def _summary_table(run_dir: Path) -> Table:
         table.add_row(
             row["backbone"], row["attention"], str(row["batch_size"]), str(row["resolution"]), row["status"],
             fmt_number(row["latency_ms_median"]), fmt_number(overhead),
-            fmt_number(row["macs"] / 1e9 if row["macs"] == row["macs"] else None),
+            fmt_number(row["macs"] / 1e9 if pd.notna(row["macs"]) else None),
         )
     return table
 
