@@ -58,7 +58,6 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
     return decorate
 
 
-LISTINGS: Registry[Callable[[ProjectConfig], Table]] = Registry("listing")
 
 
 def project_of(args: argparse.Namespace) -> ProjectConfig:
@@ -69,7 +68,6 @@ LISTED_CHANNELS = 256
 """The channel count at which `list attention` evaluates each formula (a ResNet-50 layer1 block)."""
 
 
-@LISTINGS.register("attention")
 def _list_attention(project: ProjectConfig) -> Table:
     from attnbench.modules import ATTENTION
 
@@ -92,7 +90,6 @@ def _list_attention(project: ProjectConfig) -> Table:
     return table
 
 
-@LISTINGS.register("backbones")
 def _list_backbones(project: ProjectConfig) -> Table:
     from attnbench.backbones import BACKBONES, PLACEMENTS
 
@@ -103,7 +100,6 @@ def _list_backbones(project: ProjectConfig) -> Table:
     return table
 
 
-@LISTINGS.register("suites")
 def _list_suites(project: ProjectConfig) -> Table:
     table = Table("suite", "description", "metrics", "cases")
     for name in list_suites(project):
@@ -112,20 +108,23 @@ def _list_suites(project: ProjectConfig) -> Table:
     return table
 
 
+LISTINGS = {"attention": _list_attention, "backbones": _list_backbones, "suites": _list_suites}
+
+
 def _configure_list(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=LISTINGS.names())
+    parser.add_argument("what", choices=list(LISTINGS))
 
 
 @command("list", "list registered attention modules, backbones or suites", _configure_list)
 def cmd_list(args: argparse.Namespace) -> int:
-    console.print(LISTINGS.get(args.what)(project_of(args)))
+    console.print(LISTINGS[args.what](project_of(args)))
     return 0
 
 
 def _summary_table(run_dir: Path) -> Table:
     import pandas as pd
 
-    from attnbench.report.markdown import fmt_number
+    from attnbench.report.format import fmt_number
     from attnbench.report.tables import with_overhead
     from attnbench.results import read_run
 
@@ -214,7 +213,8 @@ def _progress_columns() -> tuple:
 
 @command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
-    from attnbench.runner import Interrupted, resume_run, run_suite
+    from attnbench.guards import Interrupted
+    from attnbench.runner import resume_run, run_suite
 
     if bool(args.suite) == bool(args.resume):
         raise UsageError("run needs exactly one of --suite NAME|PATH and --resume RUN_DIR")
@@ -287,7 +287,7 @@ def _configure_report(parser: argparse.ArgumentParser) -> None:
     choose.add_argument("--run", metavar="ID", help="only this run of a results root (its id or a unique prefix)")
     choose.add_argument("--all", action="store_true", help="every run of a results root, not the latest per suite")
     parser.add_argument(
-        "--format", default="md", choices=FORMATS.names(),
+        "--format", default="md", choices=list(FORMATS),
         help="md: Markdown with PNG figures; csv: one file per table in a folder; json: all tables in one file",
     )
 
@@ -297,7 +297,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from attnbench.report import write_report
 
     target = write_report(
-        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format
+        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format,
+        project_of(args).gate,
     )
     console.print(f"report written to {target}")
     return 0
@@ -322,6 +323,8 @@ def _configure_profile(parser: argparse.ArgumentParser) -> None:
 
 
 def _profile_case(args: argparse.Namespace, device: str) -> CaseSpec:
+    from attnbench.config import make_case
+
     from attnbench.backbones import get_backbone
 
     minimum = get_backbone(args.backbone).min_resolution
@@ -333,11 +336,14 @@ def _profile_case(args: argparse.Namespace, device: str) -> CaseSpec:
             raise OptionError(f"{flag} {value} is too small; accepted: >= {lowest}")
     options = dict(parse_option(text) for text in args.option)
     entry = attention_entry(args.attention, options, placement=args.placement)
-    return CaseSpec(args.backbone, entry, args.batch, args.resolution, args.dtype, args.mode, device)
+    return make_case(
+        args.backbone, entry, batch_size=args.batch, resolution=args.resolution, dtype=args.dtype, mode=args.mode,
+        device=device,
+    )
 
 
 def _rich_table(title: str, frame) -> Table:
-    from attnbench.report.markdown import fmt_number
+    from attnbench.report.format import fmt_number
 
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(frame.columns):
@@ -349,19 +355,18 @@ def _rich_table(title: str, frame) -> Table:
 
 @command("profile", "profile one model: top operators, launches per step, time inside attention", _configure_profile)
 def cmd_profile(args: argparse.Namespace) -> int:
-    import torch
-
     from attnbench.measure.profile import profile_against_baseline
+    from attnbench.process import configure_process, resolve_device
     from attnbench.report.profile_section import PROFILE_NOTE, profile_markdown, profile_tables
-    from attnbench.runner import resolve_device
 
     project = project_of(args)
     device = resolve_device(args.device or project.device)
     case = _profile_case(args, device.type)
-    if project.threads:
-        torch.set_num_threads(project.threads)
+    configure_process(project.threads, project.timing)
     trace = Path(args.trace) if args.trace else None
-    result, baseline = profile_against_baseline(case, device, warmup=args.warmup, steps=args.steps, trace=trace)
+    result, baseline = profile_against_baseline(
+        case, device, project.timing, warmup=args.warmup, steps=args.steps, trace=trace
+    )
     tables = profile_tables(result, baseline, case.backbone, args.top)
     heading = (
         f"{case.backbone} + {case.attention.label}, batch {case.batch_size}, {case.resolution} px, {case.dtype}, "

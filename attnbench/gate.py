@@ -24,12 +24,10 @@ from scipy.stats import mannwhitneyu
 from attnbench.config import GateConfig, GateThresholds
 from attnbench.errors import GateError
 from attnbench.modules import BASELINE
-from attnbench.results import SAMPLE_COLUMNS, Run, find_runs, read_run
+from attnbench.results import (
+    CASE_KEY, SAMPLE_COLUMNS, Run, case_key, find_runs, key_path, key_value, read_run, setting_key,
+)
 
-IDENTITY_COLUMNS = ("backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device")
-OPTIONAL_IDENTITY_COLUMNS = ("channels_last", "compile")
-"""Axes added after the first schema, false by default: part of a case's identity when either run has a
-case with the axis on, so that all-default runs match runs written before the axes existed."""
 ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "threads")
 """meta.json fields that change timings without changing any case; a difference is a warning."""
 SAMPLE_METRICS = tuple(column for column in SAMPLE_COLUMNS if column not in ("case_id", "repeat"))
@@ -197,26 +195,14 @@ class Comparison:
         return not self.gate_failures
 
 
-def _key_value(value: Any) -> str:
-    """One spelling per value, whatever pandas read: 1 and 1.0 and "1" match, empty is ""."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _keyed(run: Run) -> dict[tuple[str, ...], pd.Series]:
+    """Rows by case key; a case measured twice in one run keeps its last row (a resumed case)."""
+    return {case_key(row): row for _, row in run.cases.iterrows()}
 
 
-def identity_columns(*runs: Run) -> list[str]:
-    optional = [
-        column for column in OPTIONAL_IDENTITY_COLUMNS
-        if any(run.cases[column].map(lambda value: str(value).lower() == "true").any() for run in runs)
-    ]
-    return [*IDENTITY_COLUMNS, *optional]
-
-
-def _keyed(run: Run, columns: list[str]) -> dict[tuple[str, ...], pd.Series]:
-    """Rows by identity; a case measured twice in one run keeps its last row (a resumed case)."""
-    return {tuple(_key_value(row[c]) for c in columns): row for _, row in run.cases.iterrows()}
+def _baselines(run: Run) -> dict[tuple[str, ...], pd.Series]:
+    """The `none` row of each setting."""
+    return {setting_key(row): row for _, row in run.cases.iterrows() if row["attention"] == BASELINE}
 
 
 def environment_warnings(baseline: Run, current: Run) -> list[str]:
@@ -263,24 +249,22 @@ def compare_runs(
     for role, run in (("baseline", baseline), ("current", current)):
         if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
             raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
-    columns = identity_columns(baseline, current)
-    before, after = _keyed(baseline, columns), _keyed(current, columns)
+    before, after = _keyed(baseline), _keyed(current)
+    references = (_baselines(baseline), _baselines(current))
     if not set(before) & set(after):
         raise GateError(
-            f"no common cases between {baseline.path} and {current.path}; cases match on "
-            f"{', '.join(columns)}"
+            f"no common cases between {baseline.path} and {current.path}; cases match on {', '.join(CASE_KEY)}"
         )
     suite = current.suite_name
     cases = []
     for key in [*before, *(k for k in after if k not in before)]:
-        path = "/".join(key)
+        named = dict(zip(CASE_KEY, key))
+        path = key_path(named)
         thresholds = gate.thresholds_for(suite, path)
-        reference = (
-            (before.get(_reference_key(key, columns)), after.get(_reference_key(key, columns)))
-            if relative else None
-        )
+        setting = setting_key(named)
+        reference = (references[0].get(setting), references[1].get(setting)) if relative else None
         cases.append(_compare_case(
-            dict(zip(columns, key)), path, thresholds, before.get(key), after.get(key),
+            named, path, thresholds, before.get(key), after.get(key),
             baseline, current, metric, seed + zlib.crc32(path.encode()), reference,
         ))
     underpowered = [case.path for case in cases if case.underpowered]
@@ -298,11 +282,6 @@ def _samples(run: Run, row: pd.Series, metric: str) -> np.ndarray:
     return values.dropna().to_numpy(dtype=float)
 
 
-def _reference_key(key: tuple[str, ...], columns: list[str]) -> tuple[str, ...]:
-    """The identity of the `none` case of the same setting."""
-    return tuple(BASELINE if column == "attention" else value for column, value in zip(columns, key))
-
-
 def _compare_case(
     key: dict[str, Any], path: str, thresholds: GateThresholds, before: pd.Series | None,
     after: pd.Series | None, baseline: Run, current: Run, metric: str, seed: int,
@@ -317,7 +296,7 @@ def _compare_case(
         return replace(case, verdict=Verdict.NEW, note="in the current run only")
     for side, row in (("baseline", before), ("current", after)):
         if row["status"] != "ok":
-            error = _key_value(row["error"])
+            error = key_value(row["error"])
             note = f"{side} {row['status']}" + (f": {error}" if error else "")
             return replace(case, verdict=Verdict.FAILED, failed_side=side, note=note)
     base, cur = _samples(baseline, before, metric), _samples(current, after, metric)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import attnbench.measure.complexity as complexity_module
 from attnbench.measure import MeasureContext
 from attnbench.measure.complexity import complexity, count_complexity, format_counter, site_rows
 from attnbench.measure.flops import RULES, adaptive_taps, table, window_taps
+from attnbench.measure.prepared import PreparedCase, prepare_case
 from attnbench.modules import ATTENTION, get_attention
 from attnbench.report.markdown import render
 from attnbench.results import RunWriter, read_run
@@ -38,6 +40,10 @@ def case(backbone: str, key: str, batch_size: int = 1, resolution: int = 32) -> 
 
 def context() -> MeasureContext:
     return MeasureContext(timing=TimingSpec(), device=torch.device("cpu"))
+
+
+def prepared(case: CaseSpec, built) -> PreparedCase:
+    return prepare_case(case, built, torch.device("cpu"), TimingSpec(), time.perf_counter)
 
 
 def test_se_on_64x8x8_by_hand():
@@ -162,18 +168,18 @@ def test_formula_check_flags_a_wrong_formula(monkeypatch):
     assert len(rows) == 8 and not any(row["ok"] for row in rows)
     assert rows[0]["formula_params"] * 2 == rows[0]["counted_params"] == 2 * 64 * 64 // 16
 
-    right = complexity(case("resnet18", "se"), built, context())
+    right = complexity(prepared(case("resnet18", "se"), built), context())
     assert right.columns["formula_ok"] is True and all(row["ok"] for row in right.sites)
     monkeypatch.setattr(complexity_module, "get_attention", lambda key: wrong)
-    flagged = complexity(case("resnet18", "se"), built, context())
+    flagged = complexity(prepared(case("resnet18", "se"), built), context())
     assert flagged.columns["formula_ok"] is False
 
 
 def test_metric_columns_and_cache():
     ctx = context()
     built = build_model("resnet18", "eca")
-    one = complexity(case("resnet18", "eca"), built, ctx).columns
-    four = complexity(case("resnet18", "eca", batch_size=4), built, ctx).columns
+    one = complexity(prepared(case("resnet18", "eca"), built), ctx).columns
+    four = complexity(prepared(case("resnet18", "eca", batch_size=4), built), ctx).columns
     assert len([key for key in ctx.cache if key[0] == "complexity"]) == 1
     assert four["macs"] == 4 * one["macs"]
     # Flops are affine in the batch: eval BatchNorm folds its statistics once per forward, 5 per channel.
@@ -182,7 +188,7 @@ def test_metric_columns_and_cache():
     assert one["arithmetic_intensity"] == one["flops"] / one["bytes_eager"]
     assert one["uncounted_ops"] == "" and one["formula_ok"] is True
     assert 0 < one["flops_attention"] < one["flops"] and 0 < one["bytes_min_attention"] < one["bytes_min"]
-    baseline = complexity(case("resnet18", "none"), build_model("resnet18"), ctx)
+    baseline = complexity(prepared(case("resnet18", "none"), build_model("resnet18")), ctx)
     assert baseline.columns["formula_ok"] is None and baseline.sites == []
     assert baseline.columns["bytes_min_attention"] == 0
 
@@ -224,10 +230,14 @@ def test_complexity_run_reports_formula_verification(tmp_path: Path, project):
     report = render([run])
     section = report.split("### Formula verification", 1)[1]
     assert "| se | layer1 | 64 | 2 | 2·C²/r (+ C/r + C with bias) | 512 | 512 | yes |" in section
-    # ResNet-18: two blocks per stage at 64, 128, 256, 512 channels.
+    # ResNet-18: two blocks per stage at 64, 128, 256, 512 channels; SE's 2·C²/r summed over them.
     closed = 2 * sum(2 * c * c for c in (64, 128, 256, 512)) // 16
-    assert f"(2/16)·(2·64² + 2·128² + 2·256² + 2·512²) = {closed:,}, which equals" in section
-    assert "`se-bias`" not in section  # the closed form is the bias-free count
+    assert (
+        "`se`, f(C) = 2·C²/r (+ C/r + C with bias): Σ N_s·f(C_s) = 2·f(64) + 2·f(128) + 2·f(256) + 2·f(512) = "
+        f"2·512 + 2·2,048 + 2·8,192 + 2·32,768 = {closed:,}, which equals the {closed:,} parameters counted over "
+        "its 8 instances." in section
+    )
+    assert "`se-bias`, f(C) = 2·C²/r (+ C/r + C with bias): Σ N_s·f(C_s)" in section  # every module, biases too
 
 
 def test_readme_lists_every_rule():

@@ -8,7 +8,8 @@ import torch
 from attnbench.config import AttentionEntry, CaseSpec, TimingSpec, load_suite
 from attnbench.measure.timing import CpuTimer, interleaved_repeats
 from attnbench.results import read_run
-from attnbench.runner import comparison_groups, run_suite
+from attnbench.runner import run_suite
+from attnbench.schedule import comparison_groups
 from tests.conftest import write
 from tests.test_timing import FakeClock
 
@@ -68,7 +69,7 @@ def case(attention: str, batch: int) -> CaseSpec:
 
 def test_comparison_groups_collect_the_attention_entries_of_one_setting():
     cases = [case("none", 1), case("none", 2), case("se", 1), case("se", 2)]
-    assert comparison_groups(cases) == [[cases[0], cases[2]], [cases[1], cases[3]]]
+    assert [group.cases for group in comparison_groups(cases)] == [(cases[0], cases[2]), (cases[1], cases[3])]
 
 
 def test_runner_interleaves_and_keeps_every_case(project, project_dir):

@@ -1,18 +1,21 @@
-"""Each case in a fresh process: a worker that dies becomes an error row and the run goes on."""
+"""Each comparison group in a fresh process: a worker that dies becomes an error row and the run goes on."""
 
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 
-from attnbench.config import ProjectConfig, TimingSpec, attention_entry, parse_suite
+import torch
+
+from attnbench.config import attention_entry, expand_grid, parse_suite
 from attnbench.config import CaseSpec
 from attnbench.measure import bandwidth
 from attnbench.modules import ATTENTION
 from attnbench.results import read_run
-from attnbench.runner import crash_message, defining_modules, run_isolated, run_suite
+from attnbench.executors.isolated import Isolated, crash_message, defining_modules
+from attnbench.runner import run_suite
+from attnbench.schedule import Group
 
 TINY_TIMING = {"warmup": 0, "min_repeats": 2, "max_repeats": 2, "max_seconds": 0.01}
 
@@ -39,13 +42,19 @@ def test_defining_modules_names_modules_outside_attnbench(crashing) -> None:
     assert defining_modules(inside) == []
 
 
-def test_segfault_in_a_worker_becomes_an_error_row(crashing) -> None:
-    case = CaseSpec("resnet18", attention_entry("crash_segv"), 1, 32, "float32", "eval", "cpu")
-    result = run_isolated(case, ("latency",), TimingSpec(**TINY_TIMING), threads=1)
-    assert result.row["status"] == "error"
-    assert "SIGSEGV" in result.row["error"]
-    assert result.row["case_id"] == case.case_id
-    assert result.samples is None
+def test_segfault_in_a_worker_becomes_an_error_row_and_its_group_runs_again(crashing, project) -> None:
+    suite = parse_suite(
+        {"metrics": ["latency"], "grid": {"backbones": ["resnet18"], "attention": ["none", "crash_segv"],
+                                          "batch_sizes": [1], "resolutions": [32], "device": "cpu"},
+         "timing": TINY_TIMING},
+        "segv.toml", project,
+    )
+    cases = expand_grid(suite, "cpu")
+    outcome = Isolated(suite, torch.device("cpu"), threads=1).run(Group(tuple(cases)), measure_bandwidth=False)
+    plain, crashed = outcome.results
+    assert crashed.row["status"] == "error" and "SIGSEGV" in crashed.row["error"]
+    assert crashed.row["case_id"] == cases[1].case_id and crashed.samples is None
+    assert plain.row["status"] == "ok" and len(plain.samples) == 2  # timed again in a worker of its own
 
 
 def test_isolated_run_records_the_crash_and_goes_on(crashing, project, tmp_path, monkeypatch) -> None:

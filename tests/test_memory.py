@@ -59,9 +59,9 @@ def test_backward_memory_is_seen() -> None:
 
 def test_cpu_probe_leaves_compiled_cases_unmeasured() -> None:
     case = CaseSpec("resnet18", attention_entry("none"), 1, 32, "float32", "eval", "cpu", compile=True)
-    peak = MEMORY_PROBES.get("cpu")(lambda: floats(1), case, torch.device("cpu"))
+    peak = MEMORY_PROBES["cpu"](lambda: floats(1), case, torch.device("cpu"))
     assert peak.peak_bytes is None
-    eager = MEMORY_PROBES.get("cpu")(lambda: floats(1), replace(case, compile=False), torch.device("cpu"))
+    eager = MEMORY_PROBES["cpu"](lambda: floats(1), replace(case, compile=False), torch.device("cpu"))
     assert eager.peak_bytes == MIB
 
 
@@ -69,7 +69,7 @@ def test_cpu_probe_leaves_compiled_cases_unmeasured() -> None:
 def test_cuda_probe_measures_a_known_allocation() -> None:
     case = CaseSpec("resnet18", attention_entry("none"), 1, 32, "float32", "eval", "cuda")
     kept = torch.empty(32 * MIB, dtype=torch.uint8, device="cuda")  # baseline, not counted
-    peak = MEMORY_PROBES.get("cuda")(
+    peak = MEMORY_PROBES["cuda"](
         lambda: torch.empty(64 * MIB, dtype=torch.uint8, device="cuda").fill_(1), case, torch.device("cuda")
     )
     assert peak.peak_bytes == 64 * MIB

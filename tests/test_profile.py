@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +17,11 @@ from attnbench.cli import main
 from attnbench.config import CaseSpec, TimingSpec, attention_entry, parse_option
 from attnbench.errors import OptionError
 from attnbench.measure import METRICS, MeasureContext
-from attnbench.measure.profile import AUTOGRAD_ENGINE, StepProfile, event_rows, profile_case, profile_step
+from attnbench.measure.prepared import PreparedCase, prepare_case
+from attnbench.measure.profile import AUTOGRAD_ENGINE, StepProfile, event_rows, profile_prepared, profile_step
 from attnbench.modules import get_attention
 from attnbench.report.markdown import SECTIONS
+from attnbench.report.view import RunView
 from attnbench.results import CASE_COLUMNS, Run
 
 CPU = torch.device("cpu")
@@ -28,9 +31,14 @@ def tiny_case(key: str, mode: str = "eval", batch: int = 1, device: str = "cpu")
     return CaseSpec("resnet18", attention_entry(key), batch, 32, "float32", mode, device)
 
 
+def prepared(key: str, mode: str = "eval", batch: int = 1, device: torch.device = CPU) -> PreparedCase:
+    case = tiny_case(key, mode, batch, device.type)
+    return prepare_case(case, build_model("resnet18", key), device, TimingSpec(), time.perf_counter)
+
+
 def profiled(key: str, mode: str = "eval", batch: int = 1) -> tuple[StepProfile, list]:
-    built = build_model("resnet18", key)
-    return profile_case(tiny_case(key, mode, batch), built, CPU, warmup=1, steps=2), built.sites
+    case = prepared(key, mode, batch)
+    return profile_prepared(case, warmup=1, steps=2), case.sites
 
 
 @pytest.fixture(scope="module")
@@ -98,19 +106,19 @@ def test_train_mode_attributes_the_backward_of_attention():
 
 def test_trace_is_chrome_json_with_attention_ranges(tmp_path: Path):
     trace = tmp_path / "trace.json"
-    profile_case(tiny_case("se"), build_model("resnet18", "se"), CPU, warmup=1, steps=1, trace=trace)
+    profile_prepared(prepared("se"), warmup=1, steps=1, trace=trace)
     events = json.loads(trace.read_text())["traceEvents"]
     assert any(event.get("name", "").startswith("attention:layer1.0") for event in events)
 
 
 def test_metric_columns(se, plain):
     context = MeasureContext(timing=TimingSpec(warmup=1), device=CPU)
-    columns = METRICS.get("profile")(tiny_case("se"), build_model("resnet18", "se"), context).columns
+    columns = METRICS.get("profile")(prepared("se"), context).columns
     assert set(columns) <= set(CASE_COLUMNS)
     assert 0 < columns["attention_time_share"] <= 1
     assert columns["kernel_count"] == se[0].operators_per_step
     assert len(columns["attention_top_ops"].split(", ")) == 3
-    baseline = METRICS.get("profile")(tiny_case("none"), build_model("resnet18"), context).columns
+    baseline = METRICS.get("profile")(prepared("none"), context).columns
     assert baseline == {"attention_time_share": 0.0, "kernel_count": plain.operators_per_step, "attention_top_ops": None}
 
 
@@ -125,10 +133,10 @@ def test_report_section_shows_share_and_added_launches():
             )
         ]
     ).reindex(columns=CASE_COLUMNS)
-    body = SECTIONS.get("Where the time goes")(Run(Path("."), {}, cases, pd.DataFrame()))
+    body = SECTIONS.get("Where the time goes")(RunView(Run(Path("."), {}, cases, pd.DataFrame())))
     assert "| resnet18 | se | 1 | 32 | eval | 20.0 | 12.5 | 133 | 64 | mul 40%, mean 30%, mm 10% |" in body
     empty = cases.assign(attention_time_share=float("nan"))
-    assert SECTIONS.get("Where the time goes")(Run(Path("."), {}, empty, pd.DataFrame())) is None
+    assert SECTIONS.get("Where the time goes")(RunView(Run(Path("."), {}, empty, pd.DataFrame()))) is None
 
 
 def test_parse_option_reads_toml_values():
@@ -205,9 +213,7 @@ def test_device_activity_counts_once_on_its_launching_operator():
 
 @pytest.mark.gpu
 def test_cuda_counts_kernels_and_shares_kernel_time():
-    device = torch.device("cuda")
-    built = build_model("resnet18", "se")
-    result = profile_case(tiny_case("se", device="cuda"), built, device, warmup=2, steps=2)
+    result = profile_prepared(prepared("se", device=torch.device("cuda")), warmup=2, steps=2)
     assert result.kernels_per_step > 0 and result.launches_per_step == result.kernels_per_step
     assert result.time_column == "self_device_us"
     assert 0 < result.attention_share() <= 1

@@ -18,7 +18,7 @@ import pytest
 from attnbench.cli import main
 from attnbench.errors import AttnbenchError, ResultsError
 from attnbench.registry import Registry
-from attnbench.report import markdown, tables, write_report
+from attnbench.report import costs, format, markdown, tables, write_report
 from attnbench.results import read_run
 
 DATA = Path(__file__).parent / "data"
@@ -112,11 +112,11 @@ def test_tie_is_reported_when_confidence_intervals_overlap() -> None:
         "attention": ["none", "a", "b"], "batch_size": [1, 1, 1], "latency_overhead_pct": [0.0, 5.0, 6.0],
         "latency_ms_ci_low": [9.0, 9.4, 9.5], "latency_ms_ci_high": [9.1, 9.6, 9.7],
     })
-    sentence = markdown.cheapest_sentence(frame, "net")
+    sentence = costs.cheapest_sentence(frame, "net")
     assert sentence.startswith("**Cheapest in latency on net: `a`**, +5.00% over `none` at batch size 1")
     assert "`a` and `b` are within noise of each other" in sentence
     frame.loc[2, ["latency_ms_ci_low", "latency_ms_ci_high"]] = [9.8, 9.9]
-    assert "within noise" not in markdown.cheapest_sentence(frame, "net")
+    assert "within noise" not in costs.cheapest_sentence(frame, "net")
 
 
 def test_results_root_reports_the_latest_run_of_each_suite(root: Path, sections: Registry) -> None:
@@ -152,18 +152,25 @@ def test_json_format_holds_runs_and_tables(root: Path) -> None:
     assert latency[0]["noisy"] is True
 
 
-def test_two_runs_side_by_side(root: Path) -> None:
+def test_two_runs_are_compared_by_the_gates_engine(root: Path) -> None:
     target = write_report([root / OLD_SMOKE, root / SMOKE])
     assert target == root / SMOKE / f"compare-{OLD_SMOKE}.md"
     text = target.read_text()
-    assert "| resnet18 | se | 1 | 64 | float32 | eval | 11.0 | 9.90 | 0.900 | 90.9 | 101 | 1.11 | 1.00 | ok | ok |" in text
-    assert "| resnet18 | cbam | 4 | 64 | float32 | eval | 33.0 |  |  | 121 |  |  |  | ok | error |" in text
-    assert "geometric mean latency ratio B/A is 0.962" in text
+    assert "## attnbench gate: FAIL (1 failed, 8 new, 2 improvement, 2 unchanged)" in text
+    assert "| failed | resnet18/cbam/4/64/float32/eval/cpu |" in text
+    assert "| improvement | resnet18/se/1/64/float32/eval/cpu | 11 | 9.9 | -10.0% |" in text
+    assert "| unchanged | resnet18/se/4/64/float32/eval/cpu | 28.4 | 28.5 | +0.4% |" in text
     table = json.loads(write_report([root / OLD_SMOKE, root / SMOKE], fmt="json").read_text())["tables"]["comparison"]
-    ratios = {(r["attention"], r["batch_size"]): r["latency_ratio"] for r in table
-              if r["dtype"] == "float32" and r["backbone"] == "resnet18"}
-    assert ratios[("se", 4)] == pytest.approx(28.5 / 28.4)
-    assert ratios[("eca", 1)] is None  # only one run has it
+    verdicts = {(r["attention"], r["batch_size"]): r["verdict"] for r in table
+                if r["dtype"] == "float32" and r["backbone"] == "resnet18"}
+    assert verdicts[("se", 4)] == "unchanged" and verdicts[("eca", 1)] == "new"
+    ratio = next(r["ratio"] for r in table if (r["backbone"], r["attention"], r["batch_size"]) == ("resnet18", "se", 4))
+    assert ratio == pytest.approx(28.5 / 28.4, rel=2e-3)
+
+
+def test_two_runs_without_latency_say_so(root: Path) -> None:
+    text = write_report([root / COMPLEXITY, root / COMPLEXITY]).read_text()
+    assert "No case can be compared:" in text and "has no latency_ms samples" in text
 
 
 @pytest.mark.parametrize(
@@ -202,11 +209,11 @@ def test_cli_report_and_its_errors(root: Path, capsys: pytest.CaptureFixture) ->
 
 
 def test_number_formatting() -> None:
-    assert [markdown.sig3(v) for v in (9.0, 0.2, 1700.4, 11689512, -0.0123456, 0)] == [
+    assert [format.sig3(v) for v in (9.0, 0.2, 1700.4, 11689512, -0.0123456, 0)] == [
         "9.00", "0.200", "1,700", "11,700,000", "-0.0123", "0"]
-    assert [markdown.si(v) for v in (11689512, 4111514624, 32, 89080)] == ["11.7 M", "4.11 G", "32", "89.1 k"]
-    assert markdown.signed(5) == "+5.00" and markdown.signed(-1.234) == "-1.23" and markdown.signed(0) == "0"
-    assert markdown.cell("a | b\nc") == "a \\| b c"
+    assert [format.si(v) for v in (11689512, 4111514624, 32, 89080)] == ["11.7 M", "4.11 G", "32", "89.1 k"]
+    assert format.signed(5) == "+5.00" and format.signed(-1.234) == "-1.23" and format.signed(0) == "0"
+    assert format.cell("a | b\nc") == "a \\| b c"
 
 
 def test_group_without_baseline_is_warned_and_still_listed(root: Path, sections: Registry) -> None:

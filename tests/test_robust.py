@@ -88,6 +88,10 @@ def raise_(error: BaseException):
         (RuntimeError("kaputt"), "error", "RuntimeError: kaputt"),
         (MemoryError(), "oom", "MemoryError"),
         (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "oom", "CUDA out of memory"),
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried "
+                      "to allocate 8 GB"), "oom", "DefaultCPUAllocator: can't allocate memory"),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)"), "oom",
+         "CUBLAS_STATUS_ALLOC_FAILED"),
     ],
 )
 def test_failure_inside_a_case_is_a_row_and_the_run_goes_on(project, project_dir, failing, error, status, message):
@@ -108,8 +112,29 @@ def test_case_over_its_time_limit(project, project_dir, failing):
     assert read_run(run_dir).samples_of(read_run(run_dir).cases.case_id[1]) == []
 
 
+def test_a_case_stopped_inside_torch_contexts_leaves_no_state_behind(project, project_dir, failing):
+    """The timeout lands while the step has grad mode off, inference mode and autocast on (as when it
+    fires inside a context manager's __enter__ or __exit__); the train cases after it still learn."""
+
+    def leave_contexts_open_and_hang():
+        torch.set_grad_enabled(False)
+        torch._C._InferenceMode(True).__enter__()
+        torch.autocast("cpu", dtype=torch.bfloat16).__enter__()
+        time.sleep(10)
+
+    failing(leave_contexts_open_and_hang)
+    timing = "max_case_seconds = 2\nmax_seconds = 0.05\nmax_repeats = 5\nrounds = 1\n"  # each case on its own
+    suite = tiny_suite(project, project_dir, timing, '"latency"')
+    text = suite.read_text().replace("[timing]", 'modes = ["train"]\n[timing]').replace("batch_sizes = [1]", "batch_sizes = [2]")
+    run_dir = run_suite(load_suite(str(write(suite, text)), project), project)
+    rows = statuses(run_dir)
+    assert rows["failing"][0] == "timeout"
+    assert rows["none"][0] == rows["se"][0] == "ok", rows
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")
+
+
 def test_timeout_fires_again_after_a_swallowed_signal(project, project_dir, failing):
-    from attnbench.runner import CaseTimeout
+    from attnbench.guards import CaseTimeout
 
     swallowed: list[bool] = []
 

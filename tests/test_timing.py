@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,13 @@ from attnbench.cli import main
 from attnbench.config import (
     CaseSpec, ProjectConfig, TimingSpec, attention_entry, expand_grid, load_project, parse_suite,
 )
-from attnbench.errors import ConfigError, DeviceError, UnknownNameError
-from attnbench.measure import MeasureContext, bandwidth
+from attnbench.errors import ConfigError, DeviceError
+from attnbench.measure import MeasureContext
+from attnbench.measure import bandwidth
 from attnbench.measure.bandwidth import roofline_columns
 from attnbench.measure.stats import bootstrap_median_ci, summarize
-from attnbench.measure.timing import (
-    TIMERS, CpuTimer, Timer, adaptive_repeats, apply_flush_rule, check_supported, prepare, unsupported,
-)
+from attnbench.measure.prepared import check_supported, prepare_case, prepare_step, unsupported
+from attnbench.measure.timing import TIMERS, CpuTimer, Timer, adaptive_repeats, apply_flush_rule
 from attnbench.results import read_run
 from attnbench.runner import run_suite
 
@@ -92,9 +93,7 @@ def test_device_warmup_floor_applies_when_the_suite_asks_for_none() -> None:
 
 
 def test_timers_are_looked_up_by_device_type() -> None:
-    assert TIMERS.get("cpu") is CpuTimer
-    with pytest.raises(UnknownNameError, match="accepted: cpu, cuda"):
-        TIMERS.get("mps")
+    assert TIMERS["cpu"] is CpuTimer and set(TIMERS) == {"cpu", "cuda"}
 
 
 class CachedTimer(Timer):
@@ -217,28 +216,31 @@ def test_unsupported_combinations_have_reasons(monkeypatch) -> None:
 # --- steps ----------------------------------------------------------------------------------------
 
 
-def _context(**timing) -> MeasureContext:
-    return MeasureContext(timing=TimingSpec(**timing), device=torch.device("cpu"))
+def _prepare(case: CaseSpec, module: nn.Module, inputs: tuple, optimize: bool = True, **timing):
+    return prepare_step(case, module, inputs, torch.device("cpu"), TimingSpec(**timing), time.perf_counter, optimize)
 
 
-def test_compiled_step_reports_compile_time_and_eager_does_not() -> None:
+def test_compiled_step_reports_compile_time_graphs_and_eager_does_not() -> None:
     module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     inputs = (torch.randn(1, 3, 8, 8),)
     spec = dict(backbone="resnet18", attention=attention_entry("none"), batch_size=1, resolution=8,
                 dtype="float32", mode="eval", device="cpu")
-    eager = prepare(CaseSpec(**spec), module, inputs, _context(), optimize=True)
-    compiled = prepare(CaseSpec(**spec, compile=True), module, inputs, _context(compile_backend="eager"), True)
-    assert eager.compile_s is None
-    assert compiled.compile_s > 0
+    torch._dynamo.reset()
+    eager = _prepare(CaseSpec(**spec), module, inputs)
+    compiled = _prepare(CaseSpec(**spec, compile=True), module, inputs, compile_backend="eager")
+    assert eager.compile_s is None and eager.graphs == 0
+    assert compiled.compile_s > 0 and compiled.graphs == 1 and compiled.graph_breaks == 0
     compiled.step()
     assert eager.working_set_bytes == compiled.working_set_bytes == 4 * (4 * 3 * 9 + 4 + 3 * 64)
+    torch._dynamo.reset()
 
 
 def test_train_step_updates_weights_and_frees_gradients() -> None:
     module = nn.Linear(4, 2)
     before = module.weight.detach().clone()
     case = CaseSpec("resnet18", attention_entry("none"), 1, 8, "float32", "train", "cpu")
-    prepared = prepare(case, module, (torch.randn(3, 4),), _context(), optimize=True)
+    prepared = _prepare(case, module, (torch.randn(3, 4),))
+    assert prepared.optimizer is not None
     prepared.step()
     assert not torch.equal(before, module.weight)
     assert module.weight.grad is None and module.training
@@ -336,7 +338,7 @@ def test_configured_allocator_stops_large_tensors_from_faulting_on_every_call() 
 def test_cuda_timer_reports_device_and_wall_time() -> None:
     from attnbench.measure.timing import CudaTimer
 
-    timer = CudaTimer(torch.device("cuda"), __import__("time").perf_counter)
+    timer = CudaTimer(torch.device("cuda"), time.perf_counter)
     a = torch.randn(2048, 2048, device="cuda")
     timer.enable_flush()
     latency_ms, wall_ms = timer(lambda: a @ a)
@@ -380,9 +382,11 @@ def test_module_latency_sums_every_instance_and_captures_its_input() -> None:
     specs = capture_site_inputs(case, built, torch.device("cpu"))
     assert len(specs) == len(built.sites) == 8
     assert specs[0] == (TensorSpec((2, 64, 8, 8), torch.float32, False),)
-    context = MeasureContext(TimingSpec(warmup=0, min_repeats=2, max_repeats=2), torch.device("cpu"), TickingClock())
+    timing = TimingSpec(warmup=0, min_repeats=2, max_repeats=2)
+    context = MeasureContext(timing, torch.device("cpu"), TickingClock())
+    prepared = prepare_case(case, built, torch.device("cpu"), timing, time.perf_counter)
     # 8 instances in 4 distinct shapes: the sum is over instances, 1 ms each
-    assert module_latency(case, built, context).columns == {"module_latency_ms_median": pytest.approx(8.0)}
+    assert module_latency(prepared, context).columns == {"module_latency_ms_median": pytest.approx(8.0)}
 
 
 # --- shipped suites -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from attnbench.backbones.base import (
 
 # Importing the family files fills the registries.
 from attnbench.backbones import mobilenet, resnet  # noqa: E402,F401
-from attnbench.backbones.validate import check_pair, probe_sites  # noqa: E402
+from attnbench.backbones.validate import check_pair, probe_sites, runnable_entries  # noqa: E402
 
 __all__ = [
     "BACKBONES",
@@ -34,4 +34,5 @@ __all__ = [
     "get_backbone",
     "probe_sites",
     "resolve_placement",
+    "runnable_entries",
 ]

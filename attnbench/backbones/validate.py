@@ -8,7 +8,7 @@ than the module needs, and options its constructor refuses at any site (built on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -119,3 +119,42 @@ def check_pair(
                 f"{where}: cannot be built at {site.path} ({site.channels} channels): {_first_line(error)}"
             ) from None
     return name
+
+
+def runnable_entries(
+    backbones: tuple[str, ...], entries: tuple[tuple[Any, bool], ...], resolution: int
+) -> tuple[Any, ...]:
+    """The grid's attention entries that can be built, each in the backbones it runs in.
+
+    `entries` are (AttentionEntry, came in through `"*"`). Every (backbone, entry) pair is checked at
+    the grid's smallest resolution. An entry the suite names that cannot run is an OptionError with the
+    reason; one that only came in through `"*"` is kept for the backbones it runs in (its `backbones`
+    narrowed to them) and left out where it runs in none, so `"*"` means every registered module,
+    wherever it can run.
+    """
+    from attnbench.modules import BASELINE
+
+    kept = []
+    for entry, starred in entries:
+        outside = [b for b in entry.backbones if b not in backbones]
+        if outside:
+            raise OptionError(
+                f"{entry.label} names backbone {outside[0]!r}, which is not in the grid; "
+                f"accepted: {', '.join(backbones)}"
+            )
+        fitting = []
+        for backbone in filter(entry.applies_to, backbones):
+            try:
+                if entry.key != BASELINE:
+                    check_pair(backbone, entry.key, entry.options_dict, entry.placement, resolution)
+            except AttnbenchError:
+                if not starred:
+                    raise
+                continue
+            fitting.append(backbone)
+        if not fitting:
+            continue
+        kept.append(replace(entry, backbones=tuple(fitting)) if starred and len(fitting) < len(backbones) else entry)
+    if not kept:
+        raise OptionError(f"no module of '*' runs in {', '.join(backbones)}")
+    return tuple(kept)

@@ -12,23 +12,20 @@ import numpy as np
 import torch
 
 from attnbench.config import TimingSpec
-from attnbench.measure.base import MeasureContext
+from attnbench.measure.prepared import Clock
 from attnbench.measure.timing import adaptive_repeats, make_timer
 
 COPY_BUFFER_BYTES = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}
-COPY_TIMING = TimingSpec(warmup=2, min_repeats=5, max_repeats=50, max_seconds=0.5)
+COPY_TIMING = TimingSpec(warmup=2, min_repeats=5, max_repeats=20, max_seconds=0.25)
 
 
-def copy_bandwidth_gbs(context: MeasureContext, buffer_bytes: int | None = None) -> dict[str, Any]:
+def copy_bandwidth_gbs(device: torch.device, clock: Clock, buffer_bytes: int | None = None) -> dict[str, Any]:
     """meta.json fields: the median copy bandwidth in GB/s (1e9 bytes/s) and the buffer it used."""
-    size = buffer_bytes or COPY_BUFFER_BYTES[context.device.type]
-    source = torch.ones(size, dtype=torch.uint8, device=context.device)
+    size = buffer_bytes or COPY_BUFFER_BYTES[device.type]
+    source = torch.ones(size, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
-    timings = adaptive_repeats(lambda: target.copy_(source), COPY_TIMING, make_timer(context), context.clock)
+    timings = adaptive_repeats(lambda: target.copy_(source), COPY_TIMING, make_timer(device, clock), clock)
     seconds = float(np.median(timings.latency_ms)) / 1e3
-    del source, target
-    if context.device.type == "cuda":
-        torch.cuda.empty_cache()
     return {"copy_bandwidth_gbs": 2 * size / seconds / 1e9, "copy_buffer_bytes": size}
 
 

@@ -38,7 +38,7 @@ from attnbench.backbones import BuiltModel, Site, build_model
 from attnbench.config import CaseSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
 from attnbench.measure.flops import RULES, Fusion, OpCall
-from attnbench.measure.timing import DTYPES
+from attnbench.measure.prepared import DTYPES, PreparedCase
 from attnbench.modules import BASELINE, AttentionSpec, get_attention
 
 def count_params(model: nn.Module) -> int:
@@ -212,11 +212,11 @@ def attention_scopes(model: nn.Module, sites: list[Site]) -> set[str]:
 
 
 def _count_pass(
-    model: nn.Module, scopes: set[str], shape: tuple[int, ...], float_bytes: int
+    model: nn.Module, scopes: set[str], shape: tuple[int, ...], float_bytes: int, mode: FakeTensorMode
 ) -> tuple[dict[str, int], Counter[str]]:
     tensors = itertools.chain(model.parameters(), model.buffers())
     device = next(tensors, torch.empty(0)).device
-    with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+    with torch.no_grad(), mode:
         inputs = torch.empty(shape, device=device)
         with OpCounter(scopes, float_bytes) as counter:
             output = model(inputs)
@@ -227,13 +227,17 @@ def _count_pass(
 def count_complexity(
     model: nn.Module, sites: list[Site], image_shape: tuple[int, ...], float_bytes: int = 4
 ) -> Complexity:
-    """Counts inference forwards of `model` (in eval mode) on batches of one and two `image_shape` inputs."""
+    """Counts inference forwards of `model` (in eval mode) on batches of one and two `image_shape` inputs.
+
+    Both passes share one fake-tensor mode, so the parameters are converted to fake tensors once.
+    """
     was_training = model.training
     model.eval()
     scopes = attention_scopes(model, sites)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
     try:
-        at_one, uncounted = _count_pass(model, scopes, (1, *image_shape), float_bytes)
-        at_two, _ = _count_pass(model, scopes, (2, *image_shape), float_bytes)
+        at_one, uncounted = _count_pass(model, scopes, (1, *image_shape), float_bytes, mode)
+        at_two, _ = _count_pass(model, scopes, (2, *image_shape), float_bytes, mode)
     finally:
         model.train(was_training)
     return Complexity(at_one, at_two, uncounted)
@@ -274,14 +278,21 @@ def site_rows(case: CaseSpec, built: BuiltModel, spec: AttentionSpec) -> list[di
 def baseline_params(backbone: str, context: MeasureContext) -> int:
     key = f"params:{backbone}"
     if key not in context.cache:
-        context.cache[key] = count_params(build_model(backbone).model)
+        with torch.device("meta"):  # shapes are all a count needs
+            context.cache[key] = count_params(build_model(backbone).model)
     return context.cache[key]
 
 
+COUNTED = "eval forward"
+"""What the complexity columns count, whatever the case times (a train step, a compiled step): one
+inference forward of the eager model."""
+
+
 @metric("complexity")
-def complexity(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> MetricResult:
+def complexity(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
+    case, built = prepared.case, prepared.built
     float_bytes = DTYPES[case.dtype].itemsize
-    key = ("complexity", case.backbone, case.attention, case.resolution, float_bytes)
+    key = ("complexity", case.backbone, case.attention, case.placement, case.resolution, float_bytes)
     if key not in context.cache:
         image = (3, case.resolution, case.resolution)
         context.cache[key] = count_complexity(built.model, built.sites, image, float_bytes)
@@ -296,5 +307,6 @@ def complexity(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> Me
         arithmetic_intensity=columns["flops"] / columns["bytes_eager"],
         uncounted_ops=format_counter(counts.uncounted),
         formula_ok=None if baseline else all(row["ok"] for row in sites),
+        counted=COUNTED,
     )
     return MetricResult(columns, sites=sites)

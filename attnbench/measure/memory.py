@@ -16,11 +16,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from attnbench.backbones import BuiltModel
 from attnbench.config import CaseSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
-from attnbench.measure.timing import Step, prepare_network
-from attnbench.registry import Registry
+from attnbench.measure.prepared import PreparedCase, Step
 
 MIB = 2**20
 
@@ -67,10 +65,8 @@ class StorageTracker(TorchDispatchMode):
 
 
 MemoryProbe = Callable[[Step, CaseSpec, torch.device], MemoryPeak]
-MEMORY_PROBES: Registry[MemoryProbe] = Registry("memory probe")
 
 
-@MEMORY_PROBES.register("cuda")
 def cuda_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
     """max_memory_allocated over one step minus what was allocated before it; reserved is absolute:
     what the caching allocator held at its peak (weights, cache and all)."""
@@ -86,7 +82,6 @@ def cuda_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
     )
 
 
-@MEMORY_PROBES.register("cpu")
 def cpu_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
     """Peak of live storages created during one step. A compiled model under a dispatch mode would
     run eagerly, so compiled CPU cases are not measured rather than measured wrongly."""
@@ -98,15 +93,17 @@ def cpu_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
     return MemoryPeak(tracker.peak_bytes)
 
 
+MEMORY_PROBES: dict[str, MemoryProbe] = {"cuda": cuda_peak, "cpu": cpu_peak}
+
+
 def mib(value: int | None) -> float | None:
     return None if value is None else value / MIB
 
 
 @metric("memory")
-def memory(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> MetricResult:
-    prepared = prepare_network(case, built, context)
+def memory(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
     prepared.step()  # untimed first call: lazy init, algorithm search
-    peak = MEMORY_PROBES.get(context.device.type)(prepared.step, case, context.device)
+    peak = MEMORY_PROBES[context.device.type](prepared.step, prepared.case, context.device)
     return MetricResult(
         {"peak_mem_mib": mib(peak.peak_bytes), "peak_mem_reserved_mib": mib(peak.reserved_bytes)}
     )

@@ -20,7 +20,8 @@ from torch import nn
 from attnbench.backbones import BuiltModel
 from attnbench.config import CaseSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
-from attnbench.measure.timing import autocast_context, memory_format, prepare, time_step
+from attnbench.measure.prepared import PreparedCase, autocast_context, memory_format, prepare_step
+from attnbench.measure.timing import adaptive_repeats, apply_flush_rule, make_timer
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,16 @@ def capture_site_inputs(case: CaseSpec, built: BuiltModel, device: torch.device)
         return hook
 
     fmt = memory_format(case)
-    model = built.model.to(device, memory_format=fmt).eval()
+    model = built.model.to(device, memory_format=fmt)
     inputs = torch.randn(1, 3, case.resolution, case.resolution, device=device).contiguous(memory_format=fmt)
     handles = [site.module.register_forward_pre_hook(record(i)) for i, site in enumerate(built.sites)]
+    was_training = model.training
     try:
+        model.eval()
         with torch.inference_mode(), autocast_context(case.dtype, device):
             model(inputs)
     finally:
+        model.train(was_training)
         for handle in handles:
             handle.remove()
     batch = case.batch_size
@@ -78,7 +82,8 @@ def capture_site_inputs(case: CaseSpec, built: BuiltModel, device: torch.device)
 
 
 @metric("module_latency")
-def module_latency(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> MetricResult:
+def module_latency(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
+    case, built = prepared.case, prepared.built
     if not built.sites:
         return MetricResult({"module_latency_ms_median": 0.0})
     specs = capture_site_inputs(case, built, context.device)
@@ -92,7 +97,9 @@ def module_latency(case: CaseSpec, built: BuiltModel, context: MeasureContext) -
         inputs = tuple(
             arg.make(context.device, case.mode == "train") if isinstance(arg, TensorSpec) else arg for arg in args
         )
-        prepared = prepare(case, module, inputs, context, optimize=False)
-        timings, _ = time_step(prepared, context)
+        alone = prepare_step(case, module, inputs, context.device, context.timing, context.clock, optimize=False)
+        timer = make_timer(context.device, context.clock)
+        apply_flush_rule(timer, context.timing.l2_flush, alone.working_set_bytes)
+        timings = adaptive_repeats(alone.step, context.timing, timer, context.clock)
         total_ms += count * float(np.median(timings.latency_ms))
     return MetricResult({"module_latency_ms_median": total_ms})

@@ -9,8 +9,9 @@ created by an operator inside one, belongs to that instance.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +19,10 @@ import torch
 from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
-from attnbench.backbones import BuiltModel, Site, build_model
-from attnbench.config import CaseSpec, attention_entry
+from attnbench.backbones import Site, build_model
+from attnbench.config import CaseSpec, TimingSpec, attention_entry, make_case
 from attnbench.measure.base import MeasureContext, MetricResult, metric
-from attnbench.measure.timing import make_step
+from attnbench.measure.prepared import PreparedCase, prepare_case
 from attnbench.modules import BASELINE
 
 ATTENTION_LABEL = "attention:"
@@ -248,24 +249,23 @@ def profile_step(
     )
 
 
-def profile_case(
-    case: CaseSpec,
-    built: BuiltModel,
-    device: torch.device,
-    *,
-    warmup: int = 3,
-    steps: int = PROFILE_STEPS,
-    trace: Path | None = None,
+def profile_prepared(
+    prepared: PreparedCase, *, warmup: int = 3, steps: int = PROFILE_STEPS, trace: Path | None = None
 ) -> StepProfile:
-    """Profiles the case's own timed step (eval forward, or train forward+backward+SGD, under its autocast)."""
+    """Profiles the case's own step (eval forward, or train forward+backward+SGD, under its autocast).
+
+    A compiled step runs fused kernels with no attention boundary left to label (and hooks added after
+    compilation would recompile it), so its sites are not labelled: its attention share stays unknown.
+    """
+    sites = [] if prepared.case.compile else prepared.sites
     return profile_step(
-        make_step(case, built, device), device, built.sites,
-        label=case.attention.label, warmup=warmup, steps=steps, trace=trace,
+        prepared.step, prepared.device, sites, label=prepared.case.attention.label, warmup=warmup, steps=steps,
+        trace=trace,
     )
 
 
 def profile_against_baseline(
-    case: CaseSpec, device: torch.device, *, warmup: int, steps: int, trace: Path | None = None
+    case: CaseSpec, device: torch.device, timing: TimingSpec, *, warmup: int, steps: int, trace: Path | None = None
 ) -> tuple[StepProfile, StepProfile | None]:
     """Profiles the case and, unless it is the baseline, the plain backbone at the same point.
 
@@ -273,22 +273,32 @@ def profile_against_baseline(
     cannot be built with fail before any profiling.
     """
     entry = case.attention
-    built = build_model(case.backbone, entry.key, entry.options_dict, entry.placement)
+    built = build_model(case.backbone, entry.key, entry.options_dict, case.requested_placement)
     baseline = None
     if entry.key != BASELINE:
-        plain = replace(case, attention=attention_entry(BASELINE))
-        baseline = profile_case(plain, build_model(case.backbone), device, warmup=warmup, steps=steps)
-    return profile_case(case, built, device, warmup=warmup, steps=steps, trace=trace), baseline
+        plain = make_case(case.backbone, attention_entry(BASELINE), **point_of(case))
+        prepared = prepare_case(plain, build_model(case.backbone), device, timing, time.perf_counter)
+        baseline = profile_prepared(prepared, warmup=warmup, steps=steps)
+    prepared = prepare_case(case, built, device, timing, time.perf_counter)
+    return profile_prepared(prepared, warmup=warmup, steps=steps, trace=trace), baseline
+
+
+def point_of(case: CaseSpec) -> dict[str, object]:
+    """The grid point of a case (everything but its backbone and attention)."""
+    return {
+        "batch_size": case.batch_size, "resolution": case.resolution, "dtype": case.dtype, "mode": case.mode,
+        "device": case.device, "channels_last": case.channels_last, "compile": case.compile,
+    }
 
 
 @metric("profile")
-def profile_metric(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> MetricResult:
+def profile_metric(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
     """attention_time_share on the device's clock; kernel_count is CUDA kernels per step on a GPU and
     dispatched operators per step on the CPU, where no kernels are launched."""
-    result = profile_case(case, built, context.device, warmup=max(1, context.timing.warmup))
+    result = profile_prepared(prepared, warmup=max(1, context.timing.warmup))
     return MetricResult(
         {
-            "attention_time_share": result.attention_share(),
+            "attention_time_share": None if prepared.case.compile else result.attention_share(),
             "kernel_count": round(result.launches_per_step),
             "attention_top_ops": result.attention_top_ops() or None,
         }

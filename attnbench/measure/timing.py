@@ -7,27 +7,18 @@ launch-bound case shows as wall time well above device time.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from attnbench.backbones import BuiltModel
-from attnbench.config import CaseSpec, TimingSpec
-from attnbench.errors import DeviceError
-from attnbench.measure.base import MeasureContext, MetricResult, metric
+from attnbench.config import TimingSpec
+from attnbench.measure.prepared import Clock, PreparedCase, Step, compiled_graphs
 from attnbench.measure.stats import summarize
-from attnbench.registry import Registry
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-Clock = Callable[[], float]
-Step = Callable[[], None]
 
 
 # --- timers ---------------------------------------------------------------------------------------
@@ -62,15 +53,10 @@ class Timer:
         return elapsed, elapsed
 
 
-TIMERS: Registry[type[Timer]] = Registry("timer")
-
-
-@TIMERS.register("cpu")
 class CpuTimer(Timer):
     """perf_counter around the call: CPU ops run synchronously, so device time is the wall time."""
 
 
-@TIMERS.register("cuda")
 class CudaTimer(Timer):
     """CUDA events around the call for device time; synchronize + the clock around it for wall time."""
 
@@ -105,8 +91,11 @@ class CudaTimer(Timer):
         return self.start_event.elapsed_time(self.end_event), wall_ms
 
 
-def make_timer(context: MeasureContext) -> Timer:
-    return TIMERS.get(context.device.type)(context.device, context.clock)
+TIMERS = {"cpu": CpuTimer, "cuda": CudaTimer}
+
+
+def make_timer(device: torch.device, clock: Clock) -> Timer:
+    return TIMERS[device.type](device, clock)
 
 
 def apply_flush_rule(timer: Timer, rule: str, working_set_bytes: int) -> bool:
@@ -127,31 +116,55 @@ def apply_flush_rule(timer: Timer, rule: str, working_set_bytes: int) -> bool:
 
 @dataclass
 class Timings:
-    """Raw samples of one timed run, in milliseconds."""
+    """Raw samples of one timed step, in milliseconds, and what timing it cost."""
 
     latency_ms: list[float] = field(default_factory=list)
     wall_ms: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    """Wall time of every call of the step while it was timed: warm-up, untimed and timed calls."""
+    graphs: int = 0
+    graph_breaks: int = 0
+    """Graphs dynamo compiled, and graph breaks it met, during this step's calls (a recompilation)."""
 
 
-def adaptive_repeats(step: Step, timing: TimingSpec, timer: Timer, clock: Clock) -> Timings:
+Probe = Callable[[], tuple[int, int]]
+
+
+@contextmanager
+def booked(timings: Timings, clock: Clock, probe: Probe | None) -> Iterator[None]:
+    """Books the wall time and the compilations of the calls inside the block on `timings`."""
+    start, before = clock(), probe() if probe else (0, 0)
+    try:
+        yield
+    finally:
+        timings.elapsed_s += clock() - start
+        if probe:
+            graphs, breaks = probe()
+            timings.graphs += graphs - before[0]
+            timings.graph_breaks += breaks - before[1]
+
+
+def adaptive_repeats(step: Step, timing: TimingSpec, timer: Timer, clock: Clock, probe: Probe | None = None) -> Timings:
     """Warm-up, then at least min_repeats, then more until max_seconds (wall, from after warm-up,
     harness work included) or max_repeats is reached."""
-    for _ in range(max(timing.warmup, timer.min_warmup)):
-        step()
-    timer.synchronize()
     timings = Timings()
-    budget_start = clock()
-    while len(timings.latency_ms) < timing.max_repeats:
-        if len(timings.latency_ms) >= timing.min_repeats and clock() - budget_start >= timing.max_seconds:
-            break
-        latency_ms, wall_ms = timer(step)
-        timings.latency_ms.append(latency_ms)
-        timings.wall_ms.append(wall_ms)
+    with booked(timings, clock, probe):
+        for _ in range(max(timing.warmup, timer.min_warmup)):
+            step()
+        timer.synchronize()
+        budget_start = clock()
+        while len(timings.latency_ms) < timing.max_repeats:
+            if len(timings.latency_ms) >= timing.min_repeats and clock() - budget_start >= timing.max_seconds:
+                break
+            latency_ms, wall_ms = timer(step)
+            timings.latency_ms.append(latency_ms)
+            timings.wall_ms.append(wall_ms)
     return timings
 
 
 def interleaved_repeats(
-    steps: dict[str, Step], timing: TimingSpec, timers: dict[str, Timer], clock: Clock
+    steps: dict[str, Step], timing: TimingSpec, timers: dict[str, Timer], clock: Clock,
+    probe: Probe | None = None,
 ) -> dict[str, Timings]:
     """Times several steps in `timing.rounds` rounds, each step taking its turn in every round.
 
@@ -161,217 +174,75 @@ def interleaved_repeats(
     would give it, but slow drift of the machine is spread over every step instead of landing on
     whichever ran at the wrong moment.
     """
+    timings = {key: Timings() for key in steps}
     for key, step in steps.items():
-        for _ in range(max(timing.warmup, timers[key].min_warmup)):
-            step()
-        timers[key].synchronize()
+        with booked(timings[key], clock, probe):
+            for _ in range(max(timing.warmup, timers[key].min_warmup)):
+                step()
+            timers[key].synchronize()
     per_round_min = math.ceil(timing.min_repeats / timing.rounds)
     per_round_max = math.ceil(timing.max_repeats / timing.rounds)
     per_round_seconds = timing.max_seconds / timing.rounds
-    timings = {key: Timings() for key in steps}
     for _ in range(timing.rounds):
         for key, step in steps.items():
             timer, taken = timers[key], timings[key]
             if len(taken.latency_ms) >= timing.max_repeats:
                 continue
-            step()
-            timer.synchronize()
-            turn_start, calls = clock(), 0
-            while calls < per_round_max and len(taken.latency_ms) < timing.max_repeats and (
-                calls < per_round_min or clock() - turn_start < per_round_seconds
-            ):
-                latency_ms, wall_ms = timer(step)
-                taken.latency_ms.append(latency_ms)
-                taken.wall_ms.append(wall_ms)
-                calls += 1
+            with booked(taken, clock, probe):
+                step()
+                timer.synchronize()
+                turn_start, calls = clock(), 0
+                while calls < per_round_max and len(taken.latency_ms) < timing.max_repeats and (
+                    calls < per_round_min or clock() - turn_start < per_round_seconds
+                ):
+                    latency_ms, wall_ms = timer(step)
+                    taken.latency_ms.append(latency_ms)
+                    taken.wall_ms.append(wall_ms)
+                    calls += 1
     return timings
 
 
-# --- what a case cannot run -----------------------------------------------------------------------
-
-SkipRule = Callable[[CaseSpec, TimingSpec], "str | None"]
-SKIP_RULES: list[SkipRule] = []
-
-
-def skip_rule(rule: SkipRule) -> SkipRule:
-    SKIP_RULES.append(rule)
-    return rule
-
-
-@skip_rule
-def _float16_on_cpu(case: CaseSpec, timing: TimingSpec) -> str | None:
-    if case.dtype == "float16" and case.device == "cpu":
-        return "float16 autocast is not benchmarked on the CPU (most CPUs have no float16 arithmetic); use bfloat16"
-    return None
-
-
-@skip_rule
-def _compile_unsupported(case: CaseSpec, timing: TimingSpec) -> str | None:
-    if not case.compile:
-        return None
-    import torch._dynamo
-
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile is not supported on this Python/platform"
-    cxx = os.environ.get("CXX", "g++")
-    if case.device == "cpu" and timing.compile_backend == "inductor" and not shutil.which(cxx):
-        return f"torch.compile's inductor backend needs a C++ compiler on the CPU; {cxx!r} not found"
-    return None
-
-
-def unsupported(case: CaseSpec, timing: TimingSpec) -> str | None:
-    """Why this case cannot run here, or None."""
-    return next((reason for rule in SKIP_RULES if (reason := rule(case, timing))), None)
-
-
-def check_supported(case: CaseSpec, timing: TimingSpec) -> None:
-    reason = unsupported(case, timing)
-    if reason:
-        raise DeviceError(reason)
-
-
-# --- steps ----------------------------------------------------------------------------------------
-
-
-def autocast_context(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """float32 runs as is; float16 and bfloat16 run under autocast, as mixed-precision users run them."""
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
-
-
-StepBuilder = Callable[[nn.Module, Callable, tuple, contextlib.AbstractContextManager, bool], Step]
-MODE_STEPS: Registry[StepBuilder] = Registry("mode")
-
-
-@MODE_STEPS.register("eval")
-def eval_step(module: nn.Module, runnable: Callable, inputs: tuple, autocast, optimize: bool) -> Step:
-    """A forward under inference_mode."""
-    module.eval()
-
-    def step() -> None:
-        with torch.inference_mode(), autocast:
-            runnable(*inputs)
-
-    return step
-
-
-@MODE_STEPS.register("train")
-def train_step(module: nn.Module, runnable: Callable, inputs: tuple, autocast, optimize: bool) -> Step:
-    """Forward, backward and (for a whole network) an SGD step; gradients are freed at the end so
-    that every call starts from the same memory state."""
-    module.train()
-    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3) if optimize else None
-    leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-
-    def step() -> None:
-        with autocast:
-            loss = runnable(*inputs).float().mean()
-        loss.backward()
-        if optimizer is not None:
-            optimizer.step()
-        module.zero_grad(set_to_none=True)
-        for leaf in leaves:
-            leaf.grad = None
-
-    return step
+# --- a comparison group's latency -----------------------------------------------------------------
 
 
 @dataclass
-class PreparedStep:
-    """A step ready to time: compiled and called once when the case compiles."""
+class GroupTimings:
+    """What timing a comparison group gave each of its cases, by case id."""
 
-    step: Step
-    compile_s: float | None
-    working_set_bytes: int
-
-
-def memory_format(case: CaseSpec) -> torch.memory_format:
-    return torch.channels_last if case.channels_last else torch.contiguous_format
+    timings: dict[str, Timings]
+    l2_flush: bool
 
 
-def prepare(
-    case: CaseSpec, module: nn.Module, inputs: tuple, context: MeasureContext, optimize: bool
-) -> PreparedStep:
-    """The case's step around `module`; with compile, the first call (compilation) is timed into
-    compile_s here, so it never reaches the timed repeats."""
-    check_supported(case, context.timing)
-    runnable: Callable = module
-    if case.compile:
-        torch._dynamo.reset()  # a cold compile per case, and no cache-size limit reached across cases
-        runnable = torch.compile(module, backend=context.timing.compile_backend, dynamic=False)
-    step = MODE_STEPS.get(case.mode)(
-        module, runnable, inputs, autocast_context(case.dtype, context.device), optimize
+def group_flush(timers: list[Timer], rule: str, working_sets: list[int]) -> bool:
+    """One L2 flush decision for a whole group, so that a module and its `none` are timed alike: on when
+    the smallest working set fits in the cache (that case's repeats could find it warm)."""
+    return all([apply_flush_rule(timer, rule, min(working_sets)) for timer in timers])
+
+
+def time_group(prepared: dict[str, PreparedCase], timing: TimingSpec, clock: Clock) -> GroupTimings:
+    """Times the prepared cases of one comparison group: in interleaved rounds when there are several,
+    each case on its own timer, all with the same flush decision."""
+    timers = {key: make_timer(case.device, clock) for key, case in prepared.items()}
+    flushed = group_flush(
+        list(timers.values()), timing.l2_flush, [case.prepared.working_set_bytes for case in prepared.values()]
     )
-    tensors = [*module.parameters(), *module.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))]
-    working_set = sum(t.numel() * t.element_size() for t in tensors)
-    compile_s = None
-    if case.compile:
-        timer = make_timer(context)
-        timer.synchronize()
-        start = context.clock()
-        step()
-        timer.synchronize()
-        compile_s = context.clock() - start
-    return PreparedStep(step, compile_s, working_set)
+    compiles = any(case.case.compile for case in prepared.values())
+    probe = compiled_graphs if compiles else None
+    steps = {key: case.step for key, case in prepared.items()}
+    if len(steps) == 1:
+        (key, step), = steps.items()
+        return GroupTimings({key: adaptive_repeats(step, timing, timers[key], clock, probe)}, flushed)
+    return GroupTimings(interleaved_repeats(steps, timing, timers, clock, probe), flushed)
 
 
-def prepare_network(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> PreparedStep:
-    """The whole network on the case's device, memory format and input shape."""
-    fmt = memory_format(case)
-    model = built.model.to(context.device, memory_format=fmt)
-    inputs = torch.randn(case.batch_size, 3, case.resolution, case.resolution, device=context.device)
-    return prepare(case, model, (inputs.contiguous(memory_format=fmt),), context, optimize=True)
-
-
-def make_step(case: CaseSpec, built: BuiltModel, device: torch.device, timing: TimingSpec = TimingSpec()) -> Step:
-    """The case's step, for metrics that run it their own way (the profiler); compiled when the case is."""
-    return prepare_network(case, built, MeasureContext(timing=timing, device=device)).step
-
-
-def time_step(prepared: PreparedStep, context: MeasureContext) -> tuple[Timings, bool]:
-    """Timings of a prepared step and whether the L2 flush was on."""
-    timer, flushed = flushing_timer(prepared, context)
-    return adaptive_repeats(prepared.step, context.timing, timer, context.clock), flushed
-
-
-def flushing_timer(prepared: PreparedStep, context: MeasureContext) -> tuple[Timer, bool]:
-    timer = make_timer(context)
-    return timer, apply_flush_rule(timer, context.timing.l2_flush, prepared.working_set_bytes)
-
-
-@dataclass
-class Pretimed:
-    """A case's step and its timings, taken by the runner with other cases interleaved."""
-
-    prepared: PreparedStep
-    timings: Timings
-    flushed: bool
-
-
-def time_interleaved(
-    prepared: dict[str, PreparedStep], context: MeasureContext
-) -> dict[str, Pretimed]:
-    """interleaved_repeats over prepared steps keyed by case id, each with its own timer and flush."""
-    timers, flushed = {}, {}
-    for key, step in prepared.items():
-        timers[key], flushed[key] = flushing_timer(step, context)
-    steps = {key: step.step for key, step in prepared.items()}
-    timings = interleaved_repeats(steps, context.timing, timers, context.clock)
-    return {key: Pretimed(prepared[key], timings[key], flushed[key]) for key in prepared}
-
-
-@metric("latency")
-def latency(case: CaseSpec, built: BuiltModel, context: MeasureContext) -> MetricResult:
-    pretimed = context.pretimed.pop(case.case_id, None)
-    if pretimed is None:
-        prepared = prepare_network(case, built, context)
-        timings, flushed = time_step(prepared, context)
-    else:
-        prepared, timings, flushed = pretimed.prepared, pretimed.timings, pretimed.flushed
-    stats = summarize(timings.latency_ms)
+def latency_columns(prepared: PreparedCase, timings: Timings, flushed: bool) -> dict[str, Any]:
+    """The latency columns of cases.csv, derived from the raw samples."""
+    stats: dict[str, Any] = summarize(timings.latency_ms)
     stats["wall_ms_median"] = float(np.median(timings.wall_ms))
-    stats["throughput_ips"] = case.batch_size / (stats["latency_ms_median"] / 1e3)
-    stats["compile_s"] = prepared.compile_s
+    stats["throughput_ips"] = prepared.case.batch_size / (stats["latency_ms_median"] / 1e3)
     stats["l2_flush"] = flushed
-    return MetricResult(stats, timings.latency_ms, timings.wall_ms)
+    if prepared.case.compile:
+        stats["compile_s"] = prepared.prepared.compile_s
+        stats["compile_graphs"] = prepared.prepared.graphs + timings.graphs
+        stats["graph_breaks"] = prepared.prepared.graph_breaks + timings.graph_breaks
+    return stats

@@ -1,4 +1,6 @@
-"""Renders a gate comparison: a pandas frame, a rich table for the terminal, Markdown for a PR comment."""
+"""Renders the gate's comparison of two runs: pandas frames, a rich table for the terminal, Markdown for a
+pull-request comment, and the two-run report. `attnbench compare` and `attnbench report A B` show the same
+engine's matching and verdicts."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from attnbench.gate import THRESHOLD_CONFIDENCE, CaseComparison, Comparison, Verdict
-from attnbench.report.markdown import frame_table
-from attnbench.results import Run
+from attnbench.config import GateConfig
+from attnbench.errors import GateError
+from attnbench.gate import THRESHOLD_CONFIDENCE, CaseComparison, Comparison, Verdict, compare_runs
+from attnbench.report.format import frame_table, md_table
+from attnbench.report.header import recorded_settings
+from attnbench.results import CASE_KEY, Run
 
 STYLES = {
     Verdict.REGRESSION: "bold red",
@@ -21,17 +26,54 @@ STYLES = {
     Verdict.UNCHANGED: "dim",
 }
 ORDER = list(Verdict)
+ENVIRONMENT_FIELDS = [
+    "suite", "status", "start_time", "device", "device_name", "threads", "torch", "torchvision", "cuda", "git_commit",
+]
 
 
 def _number(value: float | None, spec: str) -> str:
     return "" if value is None or math.isnan(value) else format(value, spec)
 
 
+def _ordered(comparison: Comparison) -> list[CaseComparison]:
+    return sorted(comparison.cases, key=lambda case: ORDER.index(case.verdict))
+
+
+def comparison_records(comparison: Comparison) -> pd.DataFrame:
+    """One row per case, worst verdicts first, as numbers: for `report --format csv|json`."""
+    rows = []
+    for case in _ordered(comparison):
+        stats = case.stats
+        rows.append({
+            **{column: case.key.get(column) for column in CASE_KEY},
+            "verdict": case.verdict.value,
+            "metric": comparison.metric,
+            "baseline_median": case.baseline_median,
+            "current_median": case.current_median,
+            "ratio": stats.ratio if stats else None,
+            "ratio_ci_low": stats.ci_low if stats else None,
+            "ratio_ci_high": stats.ci_high if stats else None,
+            "p_value": stats.p_value if stats else None,
+            "n_baseline": case.n_baseline,
+            "n_current": case.n_current,
+            "max_slowdown": case.thresholds.max_slowdown,
+            "alpha": case.thresholds.alpha,
+            "note": case.note,
+        })
+    frame = pd.DataFrame(rows, columns=[*CASE_KEY, "verdict"] if not rows else None)
+    for column in ("batch_size", "resolution"):
+        frame[column] = pd.to_numeric(frame[column])
+    for column in ("channels_last", "compile"):
+        frame[column] = frame[column] == "True"
+    return frame
+
+
 def _row(case: CaseComparison, metric: str) -> dict[str, str]:
     stats = case.stats
     # The case path is what [[gate.cases]] patterns match, so showing it tells users how to write one.
-    row = {"verdict": case.verdict.value, "case": case.path}
-    row.update({
+    return {
+        "verdict": case.verdict.value,
+        "case": case.path,
         f"baseline {metric} median": _number(case.baseline_median, ".4g"),
         f"current {metric} median": _number(case.current_median, ".4g"),
         "change": _number(stats.ratio - 1, "+.1%") if stats else "",
@@ -40,14 +82,12 @@ def _row(case: CaseComparison, metric: str) -> dict[str, str]:
         "n": f"{case.n_baseline}/{case.n_current}" if stats else "",
         "gate": f"{case.thresholds.max_slowdown:.1%} / α {case.thresholds.alpha:g}",
         "note": case.note,
-    })
-    return row
+    }
 
 
 def comparison_frame(comparison: Comparison) -> pd.DataFrame:
     """One row per case, worst verdicts first; every value already formatted for display."""
-    cases = sorted(comparison.cases, key=lambda case: ORDER.index(case.verdict))
-    return pd.DataFrame([_row(case, comparison.metric) for case in cases])
+    return pd.DataFrame([_row(case, comparison.metric) for case in _ordered(comparison)])
 
 
 def headline(comparison: Comparison) -> str:
@@ -74,17 +114,9 @@ RULE = (
 )
 
 
-def comparison_markdown(comparison: Comparison) -> str:
-    """Markdown for a pull-request comment: verdict, environments, warnings, the cases that changed."""
-    lines = [
-        f"## {headline(comparison)}",
-        "",
-        f"- baseline: {_describe(comparison.baseline)}",
-        f"- current: {_describe(comparison.current)}",
-        "",
-        RULE.format(metric=comparison.metric, confidence=THRESHOLD_CONFIDENCE),
-        "",
-    ]
+def verdict_lines(comparison: Comparison) -> list[str]:
+    """Verdict, rule, warnings and the cases that changed (the unchanged folded away)."""
+    lines = [RULE.format(metric=comparison.metric, confidence=THRESHOLD_CONFIDENCE), ""]
     lines += [f"> **Warning:** {warning}" for warning in comparison.warnings]
     if comparison.warnings:
         lines.append("")
@@ -95,14 +127,20 @@ def comparison_markdown(comparison: Comparison) -> str:
         lines += [frame_table(changed), ""]
     if not unchanged.empty:
         lines += [
-            f"<details><summary>{len(unchanged)} unchanged case(s)</summary>",
-            "",
-            frame_table(unchanged),
-            "",
-            "</details>",
-            "",
+            f"<details><summary>{len(unchanged)} unchanged case(s)</summary>", "", frame_table(unchanged), "",
+            "</details>", "",
         ]
-    return "\n".join(lines)
+    return lines
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """Markdown for a pull-request comment: verdict, environments, warnings, the cases that changed."""
+    lines = [
+        f"## {headline(comparison)}", "",
+        f"- baseline: {_describe(comparison.baseline)}",
+        f"- current: {_describe(comparison.current)}", "",
+    ]
+    return "\n".join(lines + verdict_lines(comparison))
 
 
 def comparison_table(comparison: Comparison) -> Table:
@@ -114,3 +152,38 @@ def comparison_table(comparison: Comparison) -> Table:
         # Text, not markup: an interval like [1.02, 1.10] is data.
         table.add_row(*(Text(value) for value in values), style=STYLES[Verdict(values[0])])
     return table
+
+
+def environment_table(a: Run, b: Run) -> str:
+    """The environments of two runs side by side; fields that differ in bold."""
+    meta = {"a": {**a.meta, "suite": a.suite_name}, "b": {**b.meta, "suite": b.suite_name}}
+    settings = {side: dict(recorded_settings(run.meta)) for side, run in (("a", a), ("b", b))}
+    rows = [[name, str(meta["a"].get(name)), str(meta["b"].get(name))] for name in ENVIRONMENT_FIELDS]
+    rows += [[name, settings["a"].get(name, ""), settings["b"].get(name, "")]
+             for name in dict.fromkeys([*settings["a"], *settings["b"]])]
+    rows = [[f"**{r[0]}**" if r[1] != r[2] else r[0], r[1], r[2]] for r in rows]
+    return md_table(["field", "A (baseline)", "B (current)"], rows)
+
+
+def render_comparison(a: Run, b: Run, gate: GateConfig = GateConfig()) -> str:
+    """Two runs compared by the gate's engine: environments, then the verdict of every case."""
+    lines = [
+        "# attnbench comparison", "",
+        f"A = run `{a.run_id}` (suite `{a.suite_name}`, the baseline), B = run `{b.run_id}` (suite "
+        f"`{b.suite_name}`). Cases are matched on their case key ({', '.join(CASE_KEY)}) and judged as "
+        "`attnbench compare` judges them. Fields that differ are in bold.", "",
+        environment_table(a, b), "",
+    ]
+    try:
+        comparison = compare_runs(a, b, gate)
+    except GateError as error:
+        return "\n".join(lines + [f"No case can be compared: {error}.", ""])
+    return "\n".join(lines + [f"## {headline(comparison)}", "", *verdict_lines(comparison)])
+
+
+def comparison_frame_of(a: Run, b: Run, gate: GateConfig = GateConfig()) -> pd.DataFrame:
+    """The comparison table of `report --format csv|json` for two runs."""
+    try:
+        return comparison_records(compare_runs(a, b, gate))
+    except GateError:
+        return comparison_records(Comparison(a, b, "", (), ()))

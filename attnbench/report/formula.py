@@ -1,28 +1,18 @@
-"""The formula verification section: each attention instance's analytic parameter count against the
-parameters counted in the built model (attention_sites.csv), and SE's closed form over a whole network."""
+"""The formula verification section: each attention instance's analytic parameter count (the module
+registry's formula at the instance's channels) against the parameters counted in the built model
+(attention_sites.csv), and the network's sum Σ_s N_s·f(C_s) against the count over all instances."""
 
 from __future__ import annotations
-
-import ast
 
 import pandas as pd
 
 from attnbench.modules import ATTENTION
-from attnbench.report.markdown import SECTIONS, fmt_number, frame_table
-from attnbench.results import Run
-
-SE_KEY = "se"
-
-
-def parse_options(cell: object) -> dict[str, object]:
-    """cases.csv's `options` cell (`name=repr;name=repr`) back into a dict."""
-    if not isinstance(cell, str) or not cell:
-        return {}
-    pairs = (item.split("=", 1) for item in cell.split(";"))
-    return {name: ast.literal_eval(value) for name, value in pairs}
+from attnbench.report.format import fmt_number, frame_table
+from attnbench.report.markdown import SECTIONS
+from attnbench.report.view import RunView
 
 
-def instances(run: Run) -> pd.DataFrame:
+def instances(run: RunView) -> pd.DataFrame:
     """The sites of one case per (backbone, attention label): batch and resolution do not change them."""
     keys = run.cases[["case_id", "attention_key", "options"]]
     sites = run.sites.merge(keys, on="case_id", how="left")
@@ -45,45 +35,36 @@ def backbone_table(sites: pd.DataFrame) -> pd.DataFrame:
     return table[["attention", "stage", "channels", "instances", "formula", "formula_params", "counted_params", "ok"]]
 
 
-def se_closed_form(sites: pd.DataFrame, reduction: int) -> str:
-    """SE's parameters over a network, (2/r)·Σ_s N_s·C_s², against the instances listed one by one."""
-    listing = sites[["path", "stage", "channels", "formula_params", "counted_params"]]
-    total = pd.DataFrame(
-        [{"path": "sum", "stage": "", "channels": "", "formula_params": listing["formula_params"].sum(),
-          "counted_params": listing["counted_params"].sum()}]
+def network_sum(label: str, sites: pd.DataFrame) -> str:
+    """Σ_s N_s·f(C_s) over the network's instances, term by term, against their counted parameters."""
+    per_channels = sites.groupby("channels", sort=False).agg(
+        count=("path", "size"), formula=("formula_params", "first")
     )
-    per_stage = sites.groupby(["stage", "channels"], sort=False).size()
-    closed = 2 * sum(n * channels**2 for (_, channels), n in per_stage.items()) // reduction
-    terms = " + ".join(f"{n}·{channels}²" for (_, channels), n in per_stage.items())
-    counted = int(listing["counted_params"].sum())
-    verdict = "equals" if closed == counted else "does NOT equal"
-    return "\n".join(
-        [
-            frame_table(pd.concat([listing, total], ignore_index=True)),
-            "",
-            f"Closed form (2/r)·Σ N_s·C_s² = (2/{reduction})·({terms}) = {fmt_number(closed)}, which "
-            f"{verdict} the {fmt_number(counted)} parameters counted over the {len(listing)} instances.",
-        ]
+    terms = " + ".join(f"{n}·f({channels})" for channels, n in per_channels["count"].items())
+    values = " + ".join(f"{n}·{fmt_number(int(f))}" for n, f in zip(per_channels["count"], per_channels["formula"]))
+    total = int((per_channels["count"] * per_channels["formula"]).sum())
+    counted = int(sites["counted_params"].sum())
+    verdict = "equals" if total == counted else "does NOT equal"
+    return (
+        f"`{label}`, f(C) = {formula_text(sites['attention_key'].iloc[0])}: Σ N_s·f(C_s) = {terms} = {values} = "
+        f"{fmt_number(total)}, which {verdict} the {fmt_number(counted)} parameters counted over its "
+        f"{len(sites)} instances."
     )
 
 
 @SECTIONS.register("Formula verification")
-def formula_section(run: Run) -> str | None:
+def formula_section(run: RunView) -> str | None:
     if run.sites.empty:
         return None
     sites = instances(run)
     lines = [
-        "Each attention instance's parameters from its module's analytic formula, at the instance's "
-        "channel count, against the parameters counted in the built model (attention_sites.csv). "
-        "An instance shared by several sites counts once.",
+        "Each attention instance's parameters from its module's analytic formula f(C), at the instance's "
+        "channel count C, against the parameters counted in the built model (attention_sites.csv). An "
+        "instance shared by several sites counts once.",
         "",
     ]
     for backbone, rows in sites.groupby("backbone", sort=False):
         lines += [f"#### {backbone}", "", frame_table(backbone_table(rows)), ""]
-        for label, se_rows in rows[rows["attention_key"] == SE_KEY].groupby("attention", sort=False):
-            options = ATTENTION.get(SE_KEY).resolve_options(parse_options(se_rows["options"].iloc[0]))
-            if options["bias"]:
-                continue  # the closed form is the bias-free count
-            lines += [f"SE instances in {backbone} (`{label}`, r = {options['reduction']}):", ""]
-            lines += [se_closed_form(se_rows, options["reduction"]), ""]
+        lines += [f"- {network_sum(label, group)}" for label, group in rows.groupby("attention", sort=False)]
+        lines.append("")
     return "\n".join(lines).rstrip()

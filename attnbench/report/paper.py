@@ -10,9 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from attnbench.config import attention_entry
-from attnbench.report.markdown import SECTIONS, frame_table
+from attnbench.report.format import frame_table
+from attnbench.report.markdown import SECTIONS
 from attnbench.report.published import PUBLISHED, PublishedCount
-from attnbench.results import Run
+from attnbench.report.view import RunView
 
 CONVENTIONS = (
     "Published precision and units: `Mi` is the 1024-based million of ECA-Net's tables "
@@ -55,7 +56,7 @@ def reproduction_table(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[Publishe
 
 
 @SECTIONS.register("Paper reproduction")
-def paper_reproduction(run: Run) -> str | None:
+def paper_reproduction(run: RunView) -> str | None:
     if "params" not in run.cases or run.cases["params"].isna().all():
         return None
     table, misses = reproduction_table(run.cases)

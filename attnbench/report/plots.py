@@ -12,12 +12,12 @@ from matplotlib.ticker import LogLocator, ScalarFormatter
 
 from attnbench.modules import BASELINE
 from attnbench.registry import Registry
-from attnbench.report.tables import group_title, groups, latency, memory, module_order, overhead, throughput
-from attnbench.results import Run
+from attnbench.report.tables import group_title, groups, latency, memory, module_order, throughput
+from attnbench.report.view import RunView
 
 Drawn = list[tuple[str, Path]]
 """(caption, PNG file) of each figure a function drew; empty when the run lacks its data."""
-FigureFn = Callable[[Run, Path], Drawn]
+FigureFn = Callable[[RunView, Path], Drawn]
 FIGURES: Registry[FigureFn] = Registry("report figure")
 
 
@@ -32,7 +32,7 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def _versus_batch(
-    run: Run, folder: Path, table: pd.DataFrame, column: str, what: str, unit: str, interval: tuple[str, str] | None
+    run: RunView, folder: Path, table: pd.DataFrame, column: str, what: str, unit: str, interval: tuple[str, str] | None
 ) -> Drawn:
     """One figure per backbone and setting: `column` against batch size, one line per module, log axes."""
     drawn: Drawn = []
@@ -66,7 +66,7 @@ def _versus_batch(
 
 
 @FIGURES.register("latency vs batch")
-def latency_vs_batch(run: Run, folder: Path) -> Drawn:
+def latency_vs_batch(run: RunView, folder: Path) -> Drawn:
     table = latency(run.cases)
     if "latency_ms_median" not in table:
         return []
@@ -75,10 +75,10 @@ def latency_vs_batch(run: Run, folder: Path) -> Drawn:
 
 
 @FIGURES.register("overhead scatter")
-def overhead_scatter(run: Run, folder: Path) -> Drawn:
+def overhead_scatter(run: RunView, folder: Path) -> Drawn:
     """Latency overhead against FLOPs (or MACs) overhead: points far above the diagonal cost more than
     their arithmetic suggests."""
-    table = overhead(run.cases)
+    table = run.overhead
     work = next((c for c in ("flops_overhead_pct", "macs_overhead_pct") if c in table and table[c].notna().any()), None)
     if work is None or "latency_overhead_pct" not in table:
         return []
@@ -107,12 +107,12 @@ def overhead_scatter(run: Run, folder: Path) -> Drawn:
 
 
 @FIGURES.register("throughput bars")
-def throughput_bars(run: Run, folder: Path) -> Drawn:
+def throughput_bars(run: RunView, folder: Path) -> Drawn:
     table = throughput(run.cases)
     if "throughput_ips" not in table:
         return []
     drawn: Drawn = []
-    costs = dict(groups(overhead(run.cases)))
+    costs = dict(groups(run.overhead))
     for key, group in groups(table):
         batch = group["batch_size"].max()
         rows = group[group["batch_size"] == batch].set_index("attention")
@@ -135,12 +135,12 @@ def throughput_bars(run: Run, folder: Path) -> Drawn:
 
 
 @FIGURES.register("memory vs batch")
-def memory_vs_batch(run: Run, folder: Path) -> Drawn:
+def memory_vs_batch(run: RunView, folder: Path) -> Drawn:
     table = memory(run.cases)
     if "peak_mem_mib" not in table:
         return []
     return _versus_batch(run, folder, table, "peak_mem_mib", "peak memory", "MiB", None)
 
 
-def draw_figures(run: Run, folder: Path) -> Drawn:
+def draw_figures(run: RunView, folder: Path) -> Drawn:
     return [drawn for _, draw in FIGURES.items() for drawn in draw(run, folder)]

@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from attnbench.modules import BASELINE
-from attnbench.report.markdown import SECTIONS, frame_table
-from attnbench.report.tables import GROUP, with_overhead
-from attnbench.results import Run
+from attnbench.report.format import frame_table
+from attnbench.report.markdown import SECTIONS
+from attnbench.report.view import RunView
 
 if TYPE_CHECKING:
     from attnbench.measure.profile import StepProfile
@@ -113,16 +112,13 @@ def profile_markdown(heading: str, tables: list[Titled]) -> str:
 
 
 @SECTIONS.register("Where the time goes")
-def where_time_goes(run: Run) -> str | None:
+def where_time_goes(run: RunView) -> str | None:
     """The profile metric beside the latency overhead: how much of each network's time its attention
     modules take, and how many launches (CUDA kernels, or CPU operators) they add over `none`."""
-    cases = run.cases
-    profiled = cases[(cases["status"] == "ok") & cases["attention_time_share"].notna()]
-    if profiled.empty:
+    table = run.overhead
+    if "attention_time_share" not in table or table["attention_time_share"].isna().all():
         return None
-    table = with_overhead(profiled)  # normalised: its grouping columns match between rows
-    base = table[table["attention"] == BASELINE].set_index(GROUP)["kernel_count"].rename("base_launches")
-    table = table.join(base, on=GROUP)
+    table = table[table["kernel_count"].notna()]
     frame = pd.DataFrame(
         {
             "backbone": table["backbone"],
@@ -133,7 +129,7 @@ def where_time_goes(run: Run) -> str | None:
             "latency vs none (%)": table["latency_overhead_pct"],
             "time in attention (%)": table["attention_time_share"] * 100,
             "launches / step": table["kernel_count"],
-            "launches added": table["kernel_count"] - table["base_launches"],
+            "launches added": table["launches_added"],
             "top attention operators": table["attention_top_ops"].fillna(""),
         }
     )

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pandas as pd
 
 from attnbench.modules import BASELINE
 from attnbench.registry import Registry
+from attnbench.results import CASE_KEY, SETTING, TABLE_SETTING
 
-SETTING = ["resolution", "dtype", "mode", "device", "channels_last", "compile"]
-"""Grid axes other than backbone, attention and batch size: a case is compared only within its setting."""
-GROUP = ["backbone", "batch_size", *SETTING]
+GROUP = list(SETTING)
 """Cases that differ only in their attention module; each is compared with the `none` case of its group."""
-KEY = ["backbone", *SETTING, "attention", "batch_size"]
+KEY = list(CASE_KEY)
 
 OVERHEAD_OF = {
     "params": "params",
@@ -28,6 +26,9 @@ OVERHEAD_OF = {
     "peak_mem_mib": "peak_mem",
 }
 """Measured column -> prefix of its `<prefix>_overhead_pct` (percent over the same group's `none` case)."""
+
+ADDED_OF = {"kernel_count": "launches_added"}
+"""Measured column -> the column of its difference from the same group's `none` case."""
 
 SHARE_OF = {"macs": "macs", "flops": "flops", "bytes_eager": "bytes", "latency_ms_median": "latency"}
 """Measured column -> prefix of its `<prefix>_share_pct`: the part of the whole network the module adds."""
@@ -59,30 +60,41 @@ def measured(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in frame.columns and pd.to_numeric(frame[c], errors="coerce").notna().any()]
 
 
-def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
-    """Finished cases with `<x>_overhead_pct` over their group's `none` case and throughput_ratio.
-
-    A case whose group has no finished `none` case gets empty overheads rather than a guess.
-    """
+def with_baseline(cases: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Finished cases with `base_<column>`: the value of their group's `none` case (the one join onto
+    `none`; empty where the group has no finished `none`). `columns` become numeric."""
     ok = ok_cases(cases)
-    columns = measured(ok, [*OVERHEAD_OF, "throughput_ips"])
+    columns = measured(ok, columns)
     for column in columns:
         ok[column] = pd.to_numeric(ok[column], errors="coerce")
     base = ok[ok["attention"] == BASELINE].drop_duplicates(GROUP).set_index(GROUP)[columns]
-    ok = ok.join(base.add_prefix("base_"), on=GROUP)
+    return ok.join(base.add_prefix("base_"), on=GROUP)
+
+
+def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
+    """Finished cases with `<x>_overhead_pct` over their group's `none` case, throughput_ratio, the
+    launches added, and the `none` values themselves (`base_<x>`).
+
+    A case whose group has no finished `none` case gets empty overheads rather than a guess.
+    """
+    wanted = [*OVERHEAD_OF, *ADDED_OF, "throughput_ips"]
+    ok = with_baseline(cases, wanted)
+    columns = [c for c in wanted if f"base_{c}" in ok]
     for column in columns:
         if column in OVERHEAD_OF:
             ok[f"{OVERHEAD_OF[column]}_overhead_pct"] = (ok[column] / ok[f"base_{column}"] - 1) * 100
+        if column in ADDED_OF:
+            ok[ADDED_OF[column]] = ok[column] - ok[f"base_{column}"]
     if "throughput_ips" in columns:
         ok["throughput_ratio"] = ok["throughput_ips"] / ok["base_throughput_ips"]
-    return ok.drop(columns=[f"base_{c}" for c in columns])
+    return ok
 
 
 def groups(frame: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
     """(backbone, *setting) -> its rows, in the order the grid ran them."""
     if frame.empty:
         return
-    yield from frame.groupby(["backbone", *SETTING], sort=False, dropna=False)
+    yield from frame.groupby(list(TABLE_SETTING), sort=False, dropna=False)
 
 
 def group_title(key: tuple) -> str:
@@ -139,13 +151,13 @@ def shares(cases: pd.DataFrame) -> pd.DataFrame:
     share = (with module - without) / with module, the same rule for every quantity, so the columns
     compare directly: a module with 2% of the FLOPs and 20% of the latency is memory- or launch-bound.
     """
-    ok = ok_cases(cases)
-    columns = measured(ok, list(SHARE_OF))
-    for column in columns:
-        ok[column] = pd.to_numeric(ok[column], errors="coerce")
-    base = ok[ok["attention"] == BASELINE].drop_duplicates(GROUP).set_index(GROUP)[columns]
-    ok = ok.join(base.add_prefix("base_"), on=GROUP)
-    ok = ok[ok["attention"] != BASELINE]
+    return shares_of(with_overhead(cases))
+
+
+def shares_of(overhead: pd.DataFrame) -> pd.DataFrame:
+    """`shares` from cases already joined onto their `none` (with_overhead)."""
+    columns = [c for c in SHARE_OF if f"base_{c}" in overhead]
+    ok = overhead[overhead["attention"] != BASELINE]
     out = ok[KEY].copy()
     for column in columns:
         out[f"{SHARE_OF[column]}_share_pct"] = (1 - ok[f"base_{column}"] / ok[column]) * 100
@@ -203,35 +215,8 @@ def grid_pivot(frame: pd.DataFrame, values: list[str]) -> pd.DataFrame:
 
     Rows and columns keep the order in which the grid ran them, so `none` stays where the suite put it.
     """
-    varying = [c for c in SETTING if c != "resolution" and frame[c].nunique(dropna=False) > 1]
+    varying = [c for c in TABLE_SETTING[1:] if c != "resolution" and frame[c].nunique(dropna=False) > 1]
     index = ["backbone", *varying, "attention"]
     table = frame.pivot_table(index=index, columns=["batch_size", "resolution"], values=values, aggfunc="first")
     appearance = {c: {v: i for i, v in enumerate(frame[c].unique())} for c in index}
     return table.sort_index(key=lambda level: level.map(appearance[level.name]))
-
-
-def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Two runs' cases side by side by case_id (a stable hash of the case spec), with B/A ratios."""
-    values = ["status", "latency_ms_median", "latency_ms_ci_low", "latency_ms_ci_high", "throughput_ips", "peak_mem_mib"]
-    left = normalized(a).set_index("case_id")
-    right = normalized(b).set_index("case_id")
-    keys = pd.concat([left[KEY], right[KEY]])
-    keys = keys[~keys.index.duplicated()]
-    table = keys.join(left[values].add_suffix("_a")).join(right[values].add_suffix("_b"))
-    for side in ("a", "b"):
-        table[f"status_{side}"] = table[f"status_{side}"].fillna("absent")
-    for column, ratio in (("latency_ms_median", "latency_ratio"), ("throughput_ips", "throughput_ratio"),
-                          ("peak_mem_mib", "peak_mem_ratio")):
-        ratios = pd.to_numeric(table[f"{column}_b"], errors="coerce") / pd.to_numeric(table[f"{column}_a"], errors="coerce")
-        table[ratio] = ratios
-    # Ratios only mean something when both sides finished.
-    both_ok = (table["status_a"] == "ok") & (table["status_b"] == "ok")
-    table.loc[~both_ok, ["latency_ratio", "throughput_ratio", "peak_mem_ratio"]] = np.nan
-    table["ci_overlap"] = both_ok & (
-        pd.to_numeric(table["latency_ms_ci_low_a"], errors="coerce")
-        <= pd.to_numeric(table["latency_ms_ci_high_b"], errors="coerce")
-    ) & (
-        pd.to_numeric(table["latency_ms_ci_low_b"], errors="coerce")
-        <= pd.to_numeric(table["latency_ms_ci_high_a"], errors="coerce")
-    )
-    return table.reset_index()

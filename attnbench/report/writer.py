@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from attnbench.errors import ResultsError
-from attnbench.registry import Registry
-from attnbench.report.markdown import render, render_comparison
-from attnbench.report.tables import TABLES, compare
+from attnbench.config import GateConfig
+from attnbench.errors import ResultsError, UnknownNameError
+from attnbench.registry import unknown_name_message
+from attnbench.report.compare import comparison_frame_of, render_comparison
+from attnbench.report.markdown import render
+from attnbench.report.tables import TABLES
 from attnbench.results import Run, find_runs, is_run_dir, read_run
 
 
@@ -24,6 +26,8 @@ class Report:
     folder: Path
     """Where the report goes unless --out says otherwise."""
     baseline: Run | None = None
+    gate: GateConfig = GateConfig()
+    """The thresholds a comparison of two runs judges by (attnbench.toml's [gate])."""
 
     @property
     def stem(self) -> str:
@@ -32,7 +36,7 @@ class Report:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Tidy tables, each run's rows prefixed with its suite and run id."""
         if self.baseline:
-            return {"comparison": compare(self.baseline.cases, self.runs[0].cases)}
+            return {"comparison": comparison_frame_of(self.baseline, self.runs[0], self.gate)}
         out = {}
         for name, table in TABLES.items():
             frames = [table(run.cases).assign(suite=run.suite_name, run_id=run.run_id) for run in self.runs]
@@ -59,7 +63,9 @@ def select_runs(path: Path, run_id: str | None = None, all_runs: bool = False) -
     return sorted(latest.values(), key=lambda run: run.suite_name)
 
 
-def build_report(paths: list[Path], run_id: str | None = None, all_runs: bool = False) -> Report:
+def build_report(
+    paths: list[Path], run_id: str | None = None, all_runs: bool = False, gate: GateConfig = GateConfig()
+) -> Report:
     paths = [Path(p) for p in paths]
     if len(paths) == 2:
         if run_id or all_runs:
@@ -68,7 +74,7 @@ def build_report(paths: list[Path], run_id: str | None = None, all_runs: bool = 
             if not is_run_dir(path):
                 read_run(path)  # raises the precise reason: missing, or no meta.json
         a, b = (read_run(p) for p in paths)
-        return Report((b,), paths[1], baseline=a)
+        return Report((b,), paths[1], baseline=a, gate=gate)
     if len(paths) != 1:
         raise ResultsError(f"report takes one run directory or results root, or two run directories; got {len(paths)}")
     return Report(tuple(select_runs(paths[0], run_id, all_runs)), paths[0] if paths[0].is_dir() else paths[0].parent)
@@ -84,12 +90,11 @@ class Format:
     write: Writer
 
 
-FORMATS: Registry[Format] = Registry("report format")
 
 
 def _write_markdown(report: Report, target: Path) -> None:
     if report.baseline:
-        target.write_text(render_comparison(report.baseline, report.runs[0]))
+        target.write_text(render_comparison(report.baseline, report.runs[0], report.gate))
         return
     figures = target.with_name(f"{target.stem}-figures")
     for old in figures.glob("*.png"):  # figures of an earlier report of other runs would linger
@@ -112,9 +117,7 @@ def _write_json(report: Report, target: Path) -> None:
     target.write_text(json.dumps(document, indent=1) + "\n")
 
 
-FORMATS.add("md", Format(".md", _write_markdown))
-FORMATS.add("csv", Format("-tables", _write_csv))
-FORMATS.add("json", Format(".json", _write_json))
+FORMATS = {"md": Format(".md", _write_markdown), "csv": Format("-tables", _write_csv), "json": Format(".json", _write_json)}
 
 
 def write_report(
@@ -123,10 +126,13 @@ def write_report(
     run_id: str | None = None,
     all_runs: bool = False,
     fmt: str = "md",
+    gate: GateConfig = GateConfig(),
 ) -> Path:
     """Writes the report of a run directory or results root (or two runs compared); returns its path."""
-    format_ = FORMATS.get(fmt)
-    report = build_report(paths if isinstance(paths, list) else [paths], run_id, all_runs)
+    if fmt not in FORMATS:
+        raise UnknownNameError(unknown_name_message("report format", fmt, list(FORMATS)))
+    format_ = FORMATS[fmt]
+    report = build_report(paths if isinstance(paths, list) else [paths], run_id, all_runs, gate)
     target = Path(out) if out else report.folder / f"{report.stem}{format_.suffix}"
     if target.is_dir() and fmt != "csv":
         raise ResultsError(f"--out {target} is a folder; give a file path for --format {fmt}")

@@ -1,9 +1,13 @@
 """Test-only plugin: an SE block that sleeps in its forward, to prove end to end that the gate fails a
 run made slower on purpose. Loaded through `plugins = ["slow_attention"]` in a test's attnbench.toml,
-so the real module registry never carries it."""
+so the real module registry never carries it.
+
+SLOW_ATTENTION_FACTOR in the environment multiplies the sleep: the same case (same options, same case
+key) made slower, as a code change would make it."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -28,5 +32,5 @@ class SlowSqueezeExcite(SqueezeExcite):
         self.delay_s = delay_ms / 1e3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.delay_s)
+        time.sleep(self.delay_s * float(os.environ.get("SLOW_ATTENTION_FACTOR", "1")))
         return super().forward(x)

@@ -1,0 +1,230 @@
+"""attnbench.toml: project defaults, the [timing] table every suite starts from, gate thresholds, plugins."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from attnbench.config.specs import DEVICES, L2_FLUSH, TimingSpec
+from attnbench.config.toml import Section, read_toml
+from attnbench.errors import ConfigError
+from attnbench.registry import unknown_name_message
+
+CONFIG_FILENAME = "attnbench.toml"
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """When a slower case counts as a regression: both a relative slowdown and a significance level."""
+
+    max_slowdown: float = 0.05
+    """Largest accepted increase of the median, as a fraction (0.05 = 5%)."""
+    alpha: float = 0.01
+    """Significance level of the Mann-Whitney U test; the bootstrap interval of the ratio is 1 - alpha."""
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    """Thresholds for the cases of one suite and/or whose case path matches an fnmatch pattern."""
+
+    max_slowdown: float | None = None
+    alpha: float | None = None
+    suite: str | None = None
+    pattern: str | None = None
+
+    def applies(self, suite: str, case_path: str) -> bool:
+        return (self.suite is None or self.suite == suite) and (
+            self.pattern is None or fnmatchcase(case_path, self.pattern)
+        )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The [gate] table: defaults, then suite overrides, then case-pattern overrides (later ones win)."""
+
+    defaults: GateThresholds = GateThresholds()
+    overrides: tuple[GateOverride, ...] = ()
+
+    def thresholds_for(self, suite: str, case_path: str) -> GateThresholds:
+        thresholds = self.defaults
+        # Suite-wide overrides first, so that a pattern is always more specific than its suite.
+        ordered = sorted(self.overrides, key=lambda override: override.pattern is not None)
+        for override in ordered:
+            if override.applies(suite, case_path):
+                thresholds = GateThresholds(
+                    max_slowdown=thresholds.max_slowdown if override.max_slowdown is None else override.max_slowdown,
+                    alpha=thresholds.alpha if override.alpha is None else override.alpha,
+                )
+        return thresholds
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Project defaults from attnbench.toml; `root` is the folder that holds it."""
+
+    root: Path
+    results_dir: Path
+    suites_dir: Path
+    device: str = "auto"
+    threads: int | None = None
+    timing: TimingSpec = TimingSpec()
+    gate: GateConfig = GateConfig()
+    plugins: tuple[str, ...] = ()
+    source: Path | None = None
+
+
+def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> TimingSpec:
+    """A [timing] table over `base` (the project's defaults for a suite, the built-in ones for the project)."""
+    section = Section(data, source, prefix, tuple(TimingSpec.__dataclass_fields__))
+    timing = TimingSpec(
+        warmup=section.positive_int("warmup", base.warmup, minimum=0),
+        min_repeats=section.positive_int("min_repeats", base.min_repeats),
+        max_repeats=section.positive_int("max_repeats", base.max_repeats),
+        max_seconds=section.get("max_seconds", float, base.max_seconds),
+        max_case_seconds=section.get("max_case_seconds", float, base.max_case_seconds),
+        cudnn_benchmark=section.get("cudnn_benchmark", bool, base.cudnn_benchmark),
+        l2_flush=_l2_flush(section, base.l2_flush),
+        isolate=section.get("isolate", bool, base.isolate),
+        compile_backend=_compile_backend(section, base.compile_backend),
+        rounds=section.positive_int("rounds", base.rounds),
+    )
+    if timing.max_repeats < timing.min_repeats:
+        raise ConfigError(
+            f"{source}: [{prefix}] max_repeats ({timing.max_repeats}) must be >= "
+            f"min_repeats ({timing.min_repeats})"
+        )
+    for key in ("max_seconds", "max_case_seconds"):
+        value = getattr(timing, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
+    return timing
+
+
+def _l2_flush(section: Section, default: str) -> str:
+    """`auto`, or a boolean forcing the flush on or off."""
+    value = section.get("l2_flush", (bool, str), default)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in L2_FLUSH:
+        raise ConfigError(f"{section.where('l2_flush')}: {value!r} is not accepted; accepted: auto, true, false")
+    return value
+
+
+def _compile_backend(section: Section, default: str) -> str:
+    value = section.get("compile_backend", str, default)
+    if value == default:
+        return value
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if value not in backends:
+        raise ConfigError(
+            f"{section.where('compile_backend')}: " + unknown_name_message("compile backend", value, list(backends))
+        )
+    return value
+
+
+def parse_fraction(value: str | float, where: str) -> float:
+    """A relative slowdown written as "5%" or 0.05; a bare number of 1 or more is refused as ambiguous."""
+    text = str(value).strip()
+    try:
+        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a fraction; accepted: a percentage like 5% or 0.05") from None
+    if not 0 < fraction < float("inf") or (not text.endswith("%") and fraction >= 1):
+        raise ConfigError(f"{where}: {value!r} is out of range; accepted: a percentage > 0% like 5%, or 0 < x < 1")
+    return fraction
+
+
+def parse_alpha(value: str | float, where: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a number; accepted: 0 < alpha < 1, e.g. 0.01") from None
+    if not 0 < alpha < 1:
+        raise ConfigError(f"{where}: {value!r} is out of range; accepted: 0 < alpha < 1, e.g. 0.01")
+    return alpha
+
+
+def _thresholds(section: Section) -> dict[str, float]:
+    """The max_slowdown and alpha a [gate] table or override sets, validated."""
+    found = {}
+    if "max_slowdown" in section.data:
+        found["max_slowdown"] = parse_fraction(section.get("max_slowdown", (str, float)), section.where("max_slowdown"))
+    if "alpha" in section.data:
+        found["alpha"] = parse_alpha(section.get("alpha", float), section.where("alpha"))
+    return found
+
+
+def _gate(data: Any, source: Path) -> GateConfig:
+    section = Section(data, source, "gate", ("max_slowdown", "alpha", "suites", "cases"))
+    defaults = GateThresholds(**_thresholds(section))
+    overrides: list[GateOverride] = []
+    for suite, table in section.get("suites", dict, {}).items():
+        overrides.append(GateOverride(suite=suite, **_thresholds(
+            Section(table, source, f"gate.suites.{suite}", ("max_slowdown", "alpha"))
+        )))
+    for index, table in enumerate(section.get("cases", list, [])):
+        case = Section(table, source, f"gate.cases[{index}]", ("pattern", "suite", "max_slowdown", "alpha"))
+        overrides.append(GateOverride(
+            pattern=case.get("pattern", str), suite=case.get("suite", str, None), **_thresholds(case)
+        ))
+    return GateConfig(defaults, tuple(overrides))
+
+
+def import_plugins(plugins: tuple[str, ...], root: Path, where: str) -> None:
+    """Imports user modules that register their own attention modules or backbones.
+
+    The project root goes on sys.path so that a plugin can sit next to attnbench.toml.
+    """
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for name in plugins:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # a plugin's own bug is the user's to fix: one line, not a traceback
+            raise ConfigError(f"{where}: cannot import plugin {name!r}: {type(error).__name__}: {error}") from None
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """attnbench.toml in `start` (default: the current directory) or the nearest parent."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project(path: Path | None = None) -> ProjectConfig:
+    """The given config file, else the nearest attnbench.toml, else built-in defaults in the cwd."""
+    if path is None:
+        path = find_config()
+    if path is None:
+        root = Path.cwd()
+        return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites")
+    path = Path(path)
+    data = read_toml(path)
+    section = Section(data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins"))
+    root = path.resolve().parent
+    threads = section.get("threads", int, None)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
+    plugins = section.list_of("plugins", str, ())
+    # Before any suite is parsed: suites may name the modules that plugins register.
+    import_plugins(plugins, root, section.where("plugins"))
+    return ProjectConfig(
+        root=root,
+        results_dir=root / section.get("results_dir", str, "results"),
+        suites_dir=root / section.get("suites_dir", str, "suites"),
+        device=section.choice("device", DEVICES, "auto"),
+        threads=threads,
+        timing=parse_timing(data.get("timing", {}), path, "timing", TimingSpec()),
+        gate=_gate(data.get("gate", {}), path),
+        plugins=plugins,
+        source=path,
+    )

@@ -1,0 +1,160 @@
+"""Frozen specs of what a suite asks for: timing settings, attention entries, the grid and its cases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnbench.results.schema import SETTING, case_id, format_options
+
+MODES = ("eval", "train")
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+L2_FLUSH = ("auto", "on", "off")
+CPU_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """How long and how often each case is timed."""
+
+    warmup: int = 3
+    min_repeats: int = 10
+    max_repeats: int = 1000
+    max_seconds: float = 1.0
+    max_case_seconds: float | None = 600.0
+    """A case still running after this many seconds is stopped and recorded with status timeout."""
+    cudnn_benchmark: bool = True
+    l2_flush: str = "auto"
+    """CUDA: write a buffer larger than the L2 cache before each repeat; auto = when the working set fits in L2."""
+    isolate: bool | None = None
+    """Each comparison group in a fresh subprocess; None = on for CUDA, off for the CPU."""
+    compile_backend: str = "inductor"
+    """torch.compile backend for cases with compile = true."""
+    rounds: int = 4
+    """Cases that differ only in their attention entry are timed in this many interleaved rounds, so that
+    drift of the machine (frequency, neighbours) lands on the module and its baseline alike; 1 = one
+    case after the other."""
+
+    def isolate_on(self, device_type: str) -> bool:
+        return self.isolate if self.isolate is not None else device_type == "cuda"
+
+    def group_seconds(self, cases: int) -> float | None:
+        """The time limit of a group of `cases` timed together: each case's limit, summed."""
+        return None if self.max_case_seconds is None else self.max_case_seconds * cases
+
+
+@dataclass(frozen=True)
+class AttentionEntry:
+    """One attention column of a grid: a registry key with options and the label results carry."""
+
+    key: str
+    label: str
+    options: tuple[tuple[str, Any], ...] = ()
+    """The options the suite gave (they make the default label)."""
+    placement: str | None = None
+    """The placement the suite asked for; None = the module's own (resolved per backbone in CaseSpec)."""
+    backbones: tuple[str, ...] = ()
+    """Only these backbones of the grid (empty: all of them), for modules whose reference configuration
+    exists in some backbones only (SK in ResNeXt, ECA's per-backbone released kernels)."""
+    resolved: tuple[tuple[str, Any], ...] = ()
+    """Every option after the module's defaults are applied: part of the case key."""
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def applies_to(self, backbone: str) -> bool:
+        return not self.backbones or backbone in self.backbones
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    backbones: tuple[str, ...]
+    attention: tuple[AttentionEntry, ...]
+    batch_sizes: tuple[int, ...]
+    resolutions: tuple[int, ...]
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = ("eval",)
+    device: str = "auto"
+    channels_last: tuple[bool, ...] = (False,)
+    compile: tuple[bool, ...] = (False,)
+
+    @property
+    def case_count(self) -> int:
+        pairs = sum(entry.applies_to(backbone) for backbone in self.backbones for entry in self.attention)
+        return (
+            pairs * len(self.batch_sizes) * len(self.resolutions)
+            * len(self.dtypes) * len(self.modes) * len(self.channels_last) * len(self.compile)
+        )
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    description: str
+    metrics: tuple[str, ...]
+    grid: GridSpec
+    timing: TimingSpec
+    source: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the resolved suite content, to tell whether a suite changed between runs."""
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One point of the grid: everything that defines what is measured."""
+
+    backbone: str
+    attention: AttentionEntry
+    batch_size: int
+    resolution: int
+    dtype: str
+    mode: str
+    device: str
+    channels_last: bool = False
+    compile: bool = False
+    placement: str = ""
+    """The placement the module sits at in this backbone ("" for `none`), as suites.make_case resolves it."""
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """The case key (results.schema.CASE_KEY): what identifies this case across runs."""
+        entry = self.attention
+        key = {
+            "backbone": self.backbone,
+            "attention": entry.label,
+            "attention_key": entry.key,
+            "options": format_options(entry.resolved),
+            "placement": self.placement,
+            "batch_size": self.batch_size,
+            "resolution": self.resolution,
+            "dtype": self.dtype,
+            "mode": self.mode,
+            "device": self.device,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+        }
+        return key
+
+    @property
+    def case_id(self) -> str:
+        return case_id(self.key)
+
+    @property
+    def setting(self) -> tuple[Any, ...]:
+        """The comparison group this case belongs to (results.schema.SETTING)."""
+        key = self.key
+        return tuple(key[column] for column in SETTING)
+
+    @property
+    def requested_placement(self) -> str | None:
+        """What build_model is asked for: the resolved placement, or the module's own where none was resolved."""
+        return self.placement or self.attention.placement

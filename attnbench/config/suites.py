@@ -1,0 +1,306 @@
+"""Suite files -> validated SuiteSpecs, command-line narrowing, and the grid's cases."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, replace
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from attnbench.config.project import ProjectConfig, parse_timing
+from attnbench.config.specs import (
+    CPU_DTYPES, DEVICES, DTYPES, MODES, AttentionEntry, CaseSpec, GridSpec, SuiteSpec,
+)
+from attnbench.config.toml import Section, read_toml
+from attnbench.errors import AttnbenchError, ConfigError, OptionError, UnknownNameError
+from attnbench.registry import unknown_name_message
+
+
+def metric_names() -> list[str]:
+    """`latency` (a step of the schedule: a group's cases are timed together) and the registered metrics."""
+    from attnbench.measure import METRICS
+
+    return ["latency", *METRICS.names()]
+
+
+def resolve_suite_path(name_or_path: str, project: ProjectConfig) -> Path:
+    """A path to a suite file, or a suite name looked up in the project's suites folder."""
+    as_path = Path(name_or_path)
+    if as_path.suffix == ".toml" or as_path.exists() or "/" in name_or_path:
+        if not as_path.is_file():
+            raise ConfigError(f"suite file {name_or_path!r} not found")
+        return as_path
+    candidate = project.suites_dir / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        raise UnknownNameError(unknown_name_message("suite", name_or_path, list_suites(project)))
+    return candidate
+
+
+def list_suites(project: ProjectConfig) -> list[str]:
+    if not project.suites_dir.is_dir():
+        return []
+    return sorted(path.stem for path in project.suites_dir.glob("*.toml"))
+
+
+def load_suite(name_or_path: str, project: ProjectConfig) -> SuiteSpec:
+    path = resolve_suite_path(name_or_path, project)
+    return parse_suite(read_toml(path), path, project)
+
+
+def parse_suite(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> SuiteSpec:
+    top = Section(data, source, "", ("name", "description", "metrics", "grid", "timing"))
+    metrics = top.list_of("metrics", str, ("complexity", "latency"))
+    accepted = metric_names()
+    for metric in metrics:
+        if metric not in accepted:
+            raise ConfigError(f"{top.where('metrics')}: " + unknown_name_message("metric", metric, accepted))
+    suite = SuiteSpec(
+        name=top.get("name", str, Path(source).stem),
+        description=top.get("description", str, ""),
+        metrics=metrics,
+        grid=_grid(top.get("grid", dict), source, project),
+        timing=parse_timing(data.get("timing", {}), source, "timing", project.timing),
+        source=Path(source) if isinstance(source, (str, Path)) else None,
+    )
+    return replace(suite, raw=suite_to_dict(suite))
+
+
+def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> GridSpec:
+    from attnbench.backbones import BACKBONES, runnable_entries
+
+    section = Section(data, source, "grid", tuple(GridSpec.__dataclass_fields__))
+    backbones = section.list_of("backbones", str)
+    for name in backbones:
+        if name not in BACKBONES:
+            raise ConfigError(
+                f"{section.where('backbones')}: " + unknown_name_message("backbone", name, BACKBONES.names())
+            )
+    entries = _attention_entries(section.get("attention", list), section)
+    batch_sizes = section.list_of("batch_sizes", int)
+    resolutions = section.list_of("resolutions", int)
+    for key, values in (("batch_sizes", batch_sizes), ("resolutions", resolutions)):
+        bad = [value for value in values if value < 1]
+        if bad:
+            raise ConfigError(f"{section.where(key)}: values must be >= 1, got {bad[0]}")
+    for name in backbones:
+        minimum = BACKBONES.get(name).min_resolution
+        small = [r for r in resolutions if r < minimum]
+        if small:
+            raise ConfigError(f"{section.where('resolutions')}: {small[0]} is too small for {name}; accepted: >= {minimum}")
+    dtypes = section.list_of("dtypes", str, ("float32",))
+    modes = section.list_of("modes", str, ("eval",))
+    for key, values, accepted in (("dtypes", dtypes, DTYPES), ("modes", modes, MODES)):
+        for value in values:
+            if value not in accepted:
+                raise ConfigError(f"{section.where(key)}: {value!r} is not accepted; accepted: {', '.join(accepted)}")
+    device = section.choice("device", DEVICES, project.device)
+    check_dtypes_on_device(dtypes, device, section.where("dtypes"))
+    try:
+        runnable = runnable_entries(backbones, entries, min(resolutions))
+    except AttnbenchError as error:
+        raise ConfigError(f"{section.where('attention')}: {error}") from None
+    return GridSpec(
+        backbones=backbones,
+        attention=runnable,
+        batch_sizes=batch_sizes,
+        resolutions=resolutions,
+        dtypes=dtypes,
+        modes=modes,
+        device=device,
+        channels_last=section.bools("channels_last"),
+        compile=section.bools("compile"),
+    )
+
+
+def check_dtypes_on_device(dtypes: tuple[str, ...], device: str, where: str) -> None:
+    """float16 autocast has no CPU kernels. An explicit CPU device refuses it here; with `auto` resolving
+    to the CPU at run time, those cases are recorded as skipped instead."""
+    if device == "cpu":
+        unsupported = [d for d in dtypes if d not in CPU_DTYPES]
+        if unsupported:
+            raise ConfigError(
+                f"{where}: {unsupported[0]} is not supported on device cpu; accepted: {', '.join(CPU_DTYPES)}"
+            )
+
+
+def default_label(key: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The key, plus the options that differ from the module's defaults: `se(bias=True)`."""
+    changed = {name: value for name, value in sorted(options.items()) if defaults.get(name) != value}
+    if not changed:
+        return key
+    return f"{key}({','.join(f'{name}={value!r}' for name, value in changed.items())})"
+
+
+def attention_entry(
+    key: str, options: dict[str, Any] | None = None, label: str | None = None, placement: str | None = None
+) -> AttentionEntry:
+    """A validated attention entry: known key, known options, known placement."""
+    from attnbench.backbones import check_placement
+    from attnbench.modules import BASELINE, get_attention
+
+    options = options or {}
+    if key == BASELINE:
+        if options or placement:
+            raise ConfigError(f"attention {BASELINE!r} (the baseline) takes no options or placement")
+        return AttentionEntry(key, label or BASELINE)
+    spec = get_attention(key)
+    resolved = spec.resolve_options(options)
+    if placement is not None:
+        check_placement(spec, placement)
+    return AttentionEntry(
+        key=key,
+        label=label or default_label(key, options, spec.defaults),
+        options=tuple(sorted(options.items())),
+        placement=placement,
+        resolved=tuple(sorted(resolved.items())),
+    )
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """`reduction=8` -> ("reduction", 8) for command lines: the value is read as TOML, as in suite files,
+    and a value that is not TOML (`mode=fast`) is a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip() or not raw.strip():
+        raise OptionError(f"option {text!r} is not of the form KEY=VALUE, e.g. reduction=8 or bias=true")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return name.strip(), value
+
+
+def _entry_from_table(value: dict[str, Any]) -> AttentionEntry:
+    options = dict(value)
+    key = options.pop("name", None)
+    if not isinstance(key, str):
+        raise ConfigError("an inline attention table needs a string 'name'")
+    label = options.pop("label", None)
+    placement = options.pop("placement", None)
+    only = options.pop("backbones", [])
+    if label is not None and not isinstance(label, str):
+        raise ConfigError(f"label must be a string, got {label!r}")
+    if not isinstance(only, list) or not all(isinstance(b, str) for b in only):
+        raise ConfigError(f"backbones must be a list of backbone names, got {only!r}")
+    return replace(attention_entry(key, options, label, placement), backbones=tuple(only))
+
+
+def _attention_entries(values: list[Any], grid: Section) -> tuple[tuple[AttentionEntry, bool], ...]:
+    """The grid's attention entries, each with whether it came in through `"*"`."""
+    from attnbench.modules import ATTENTION
+
+    where = grid.where("attention")
+    if not values:
+        raise ConfigError(f"{where}: must not be empty")
+    entries: list[AttentionEntry] = []
+    named = {value for value in values if isinstance(value, str)}
+    starred: set[str] = set()
+    for value in values:
+        try:
+            if value == "*":
+                keys = [key for key in ATTENTION.names() if key not in named]
+                starred.update(keys)
+                entries.extend(attention_entry(key) for key in keys)
+            elif isinstance(value, str):
+                entries.append(attention_entry(value))
+            elif isinstance(value, dict):
+                entries.append(_entry_from_table(value))
+            else:
+                raise ConfigError(f"expected a registry key or an inline table {{ name = ... }}, got {value!r}")
+        except AttnbenchError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    labels = [entry.label for entry in entries]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: label {duplicates[0]!r} appears twice; give one a `label`")
+    return tuple((entry, entry.label in starred) for entry in entries)
+
+
+def suite_to_dict(suite: SuiteSpec) -> dict[str, Any]:
+    """The resolved suite as plain data in suite-file form: stored in meta.json, parsed back on resume."""
+    grid = asdict(suite.grid)
+    grid["attention"] = [_entry_to_table(entry) for entry in suite.grid.attention]
+    data = {
+        "name": suite.name,
+        "description": suite.description,
+        "metrics": suite.metrics,
+        "grid": grid,
+        # None means "the default" (e.g. isolate: by device); a suite file says that by leaving the key out
+        "timing": {key: value for key, value in asdict(suite.timing).items() if value is not None},
+    }
+    return json.loads(json.dumps(data))  # tuples become lists, exactly as meta.json will hold them
+
+
+def _entry_to_table(entry: AttentionEntry) -> dict[str, Any]:
+    table: dict[str, Any] = {"name": entry.key, "label": entry.label, **dict(entry.options)}
+    if entry.placement:
+        table["placement"] = entry.placement
+    if entry.backbones:
+        table["backbones"] = list(entry.backbones)
+    return table
+
+
+def filter_suite(
+    suite: SuiteSpec,
+    backbones: list[str] | None = None,
+    attention: list[str] | None = None,
+    device: str | None = None,
+) -> SuiteSpec:
+    """The suite narrowed to some backbones or attention keys/labels, or moved to another device."""
+    grid = suite.grid
+    if backbones:
+        unknown = [b for b in backbones if b not in grid.backbones]
+        if unknown:
+            raise ConfigError(
+                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.backbones)}"
+            )
+        grid = replace(grid, backbones=tuple(b for b in grid.backbones if b in backbones))
+    if attention:
+        names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
+        unknown = [a for a in attention if a not in names]
+        if unknown:
+            raise ConfigError(
+                f"--attention {unknown[0]!r} is not in suite {suite.name!r}; "
+                f"accepted: {', '.join(e.label for e in grid.attention)}"
+            )
+        labels = {e.label for e in grid.attention}
+        # A name that is some entry's label picks that entry only; otherwise it picks every entry of that key.
+        grid = replace(
+            grid,
+            attention=tuple(
+                e for e in grid.attention if e.label in attention or (e.key in attention and e.key not in labels)
+            ),
+        )
+    if device:
+        if device not in DEVICES:
+            raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")
+        check_dtypes_on_device(grid.dtypes, device, f"--device {device}")
+        grid = replace(grid, device=device)
+    narrowed = replace(suite, grid=grid)
+    return replace(narrowed, raw=suite_to_dict(narrowed))
+
+
+def make_case(backbone: str, entry: AttentionEntry, **point: Any) -> CaseSpec:
+    """A case with its placement resolved for the backbone (the module's default may differ per family)."""
+    from attnbench.backbones import resolve_placement
+    from attnbench.modules import BASELINE, get_attention
+
+    placement = "" if entry.key == BASELINE else resolve_placement(backbone, get_attention(entry.key), entry.placement)
+    return CaseSpec(backbone, entry, placement=placement, **point)
+
+
+def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:
+    """Every case of the suite, backbone-major so that each model is built once per attention entry."""
+    grid = suite.grid
+    return [
+        make_case(
+            backbone, entry, batch_size=batch, resolution=resolution, dtype=dtype, mode=mode, device=device,
+            channels_last=channels_last, compile=compiled,
+        )
+        for backbone, entry, batch, resolution, dtype, mode, channels_last, compiled in product(
+            grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes,
+            grid.channels_last, grid.compile,
+        )
+        if entry.applies_to(backbone)
+    ]

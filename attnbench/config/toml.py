@@ -1,0 +1,85 @@
+"""Reading TOML files with typed access to their tables: every error names the file and the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from attnbench.errors import ConfigError
+from attnbench.registry import unknown_name_message
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: malformed TOML: {error}") from None
+
+
+class Section:
+    """Typed access to one table of a TOML file; unknown keys are refused with close matches."""
+
+    def __init__(self, data: Any, source: Path | str, prefix: str, allowed: tuple[str, ...]):
+        where = f"{source}: [{prefix}]" if prefix else f"{source}:"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a table")
+        self.data, self.source, self.prefix = data, source, prefix
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{self.where(key)}: unknown key; "
+                    + unknown_name_message("key", key, list(allowed)).split(": ", 1)[1]
+                )
+
+    def where(self, key: str) -> str:
+        dotted = f"{self.prefix}.{key}" if self.prefix else key
+        return f"{self.source}: {dotted}"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(f"{self.where(key)}: required key is missing")
+            return default
+        return self.check(key, self.data[key], kind)
+
+    def check(self, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{self.where(key)}: expected {names}, got {value!r}")
+        return value
+
+    def positive_int(self, key: str, default: Any = ..., minimum: int = 1) -> int:
+        value = self.get(key, int, default)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{self.where(key)}: must be >= {minimum}, got {value}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise ConfigError(f"{self.where(key)}: {value!r} is not accepted; accepted: {', '.join(choices)}")
+        return value
+
+    def list_of(self, key: str, kind: type, default: Any = ...) -> tuple[Any, ...]:
+        values = self.get(key, list, default)
+        if isinstance(values, tuple):
+            return values
+        if not values:
+            raise ConfigError(f"{self.where(key)}: must not be empty")
+        return tuple(self.check(key, value, kind) for value in values)
+
+    def bools(self, key: str) -> tuple[bool, ...]:
+        """A list of distinct booleans, defaulting to [false]: a grid axis that can be switched on."""
+        values = self.list_of(key, bool, (False,))
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{self.where(key)}: values must be distinct, got {list(values)}")
+        return values

@@ -1,0 +1,41 @@
+"""The per-process settings timings depend on, applied alike wherever cases run (the runner, every
+isolated worker, `attnbench profile`)."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import torch
+
+from attnbench.config import TimingSpec
+from attnbench.errors import DeviceError
+from attnbench.measure.allocator import configure_allocator
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU; asking for CUDA without it is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was requested but CUDA is not available here; accepted: cpu, auto")
+    return torch.device(requested)
+
+
+def configure_process(threads: int | None, timing: TimingSpec) -> dict[str, Any]:
+    """Applies threads, cuDNN's benchmark mode and the host allocator setting; returns what meta.json
+    records about them."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = timing.cudnn_benchmark
+    return {"cudnn_benchmark": timing.cudnn_benchmark, "allocator": configure_allocator()}
+
+
+def release_memory(device: torch.device) -> None:
+    """Frees what the last case left: its tensors (cycles included) and, on CUDA, the allocator's cache.
+
+    Call it outside any `except` block: a live traceback still holds the failing frames' tensors.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

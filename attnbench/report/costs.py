@@ -1,0 +1,187 @@
+"""What each module costs over the plain backbone: the overhead tables with the sentence naming the
+cheapest module, and its share of the network's work beside its share of the time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from attnbench.modules import BASELINE
+from attnbench.report import tables
+from attnbench.report.format import Cell, md_table, sig3, si, signed, words
+from attnbench.report.tables import group_title, groups, module_order
+from attnbench.report.view import RunView
+
+def _first(rows: pd.DataFrame, column: str) -> object:
+    values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+    return values.iloc[0] if not values.empty else None
+
+
+COST_WORDS = {
+    "latency_overhead_pct": "latency", "flops_overhead_pct": "FLOPs", "macs_overhead_pct": "MACs",
+    "params_overhead_pct": "parameters",
+}
+
+
+def cheapest_sentence(frame: pd.DataFrame, title: str) -> str:
+    """Names the cheapest and the dearest module by the best cost measured; says when noise blurs it."""
+    column, cost, batches = tables.module_costs(frame)
+    if column is None or cost.empty:
+        return ""
+    what = COST_WORDS[column]
+    timed = column == "latency_overhead_pct"
+    where = ""
+    if timed:
+        where = f" (mean over batch sizes {words(batches)})" if len(batches) > 1 else f" at batch size {batches[0]}"
+    if len(cost) == 1:
+        text = f"Only `{cost.index[0]}` was measured on {title}: {signed(cost.iloc[0])}% {what} over `{BASELINE}`{where}"
+    else:
+        text = f"**Cheapest in {what} on {title}: `{cost.index[0]}`**, {signed(cost.iloc[0])}% over `{BASELINE}`{where}"
+        text += f"; the most expensive is `{cost.index[-1]}`, {signed(cost.iloc[-1])}%"
+        if timed and _tied(frame, cost.index[0], cost.index[1], batches):
+            text += (f". `{cost.index[0]}` and `{cost.index[1]}` are within noise of each other: their 95% "
+                     "confidence intervals overlap at every batch size")
+    noisy = int(tables.as_flag(frame["noisy"]).sum()) if timed and "noisy" in frame else 0
+    if noisy:
+        text += f". {noisy} of the {len(frame)} cases behind this are noisy: rerun on a quieter machine"
+    return text + "."
+
+
+def _tied(frame: pd.DataFrame, first: str, second: str, batches: list) -> bool:
+    if not tables.measured(frame, ["latency_ms_ci_low", "latency_ms_ci_high"]):
+        return False
+    a = frame[frame["attention"] == first].set_index("batch_size")
+    b = frame[frame["attention"] == second].set_index("batch_size")
+    both = a.index.intersection(b.index).intersection(batches)
+    low_a, high_a = (pd.to_numeric(a.loc[both, c]) for c in ("latency_ms_ci_low", "latency_ms_ci_high"))
+    low_b, high_b = (pd.to_numeric(b.loc[both, c]) for c in ("latency_ms_ci_low", "latency_ms_ci_high"))
+    overlap = (low_a <= high_b) & (low_b <= high_a)
+    return bool(len(both)) and bool(overlap.all())
+
+
+@dataclass(frozen=True)
+class OverheadColumn:
+    """A column of the overhead table: the cell of a module's rows, and the absolute cell of `none`'s rows."""
+
+    header: str
+    relative: Callable[[pd.DataFrame], Cell]
+    absolute: Callable[[pd.DataFrame], Cell]
+
+
+def overhead_columns(group: pd.DataFrame, at: Callable[[int, str, Callable], Callable]) -> list[OverheadColumn]:
+    """The columns one group measured; `at(batch, column, show)` reads one batch size's cell."""
+    batches = sorted(group["batch_size"].unique())
+    smallest, largest = batches[0], batches[-1]
+    columns = [
+        OverheadColumn("params added", lambda r: si(_first(r, "params_attention")), lambda b: si(_first(b, "params"))),
+        OverheadColumn("params (%)", lambda r: signed(_first(r, "params_overhead_pct")), lambda b: ""),
+    ]
+    for measure, label, unit in (("macs", "MACs", ""), ("flops", "FLOPs", ""), ("bytes_eager", "bytes", "B")):
+        prefix = tables.OVERHEAD_OF[measure]
+        if tables.measured(group, [f"{prefix}_overhead_pct"]):
+            columns.append(OverheadColumn(
+                f"{label} (%)",
+                lambda r, p=prefix: signed(_first(r, f"{p}_overhead_pct")),
+                lambda b, m=measure, u=unit: f"{si(_first(b[b['batch_size'] == smallest], m), u)} at batch {smallest}",
+            ))
+    if tables.measured(group, ["latency_overhead_pct"]):
+        columns += [
+            OverheadColumn(f"latency b={n} (%)", at(n, "latency_overhead_pct", signed),
+                           at(n, "latency_ms_median", lambda v: f"{sig3(v)} ms"))
+            for n in batches
+        ]
+    for column, header, absolute, unit in (
+        ("throughput_ratio", f"throughput ratio b={largest}", "throughput_ips", "img/s"),
+        ("peak_mem_overhead_pct", f"peak memory b={largest} (%)", "peak_mem_mib", "MiB"),
+    ):
+        if tables.measured(group, [column]):
+            show = sig3 if column == "throughput_ratio" else signed
+            columns.append(OverheadColumn(header, at(largest, column, show),
+                                          at(largest, absolute, lambda v, u=unit: f"{sig3(v)} {u}")))
+    return columns
+
+
+def overhead_part(run: RunView) -> list[str]:
+    """Per backbone and setting: one row per module, costs in % over `none`, cheapest first."""
+    full = run.overhead
+    if full.empty:
+        return []
+    status = run.statuses
+    lines = ["### Overhead over the plain backbone", "",
+             "Each module's cost relative to `none` in the same setting; the `none` row gives absolute numbers. "
+             "Bytes are the eager memory traffic (every operator reads its inputs and writes its output).", ""]
+    for key, group in groups(full):
+
+        def at(batch: int, column: str, show: Callable[[object], Cell], key: tuple = key) -> Callable:
+            """A cell at one batch size, or the case's status (error, oom, ...) when it did not finish there."""
+
+            def read(rows: pd.DataFrame) -> Cell:
+                found = rows.loc[rows["batch_size"] == batch, column] if column in rows else pd.Series(dtype=float)
+                if not found.empty and pd.notna(found.iloc[0]):
+                    return show(found.iloc[0])
+                return status.get((key, rows["attention"].iloc[0], batch), "")
+
+            return read
+
+        columns = overhead_columns(group, at)
+        rows = []
+        for attention in module_order(group):
+            module = group[group["attention"] == attention]
+            if attention == BASELINE:
+                rows.append([f"{BASELINE} (absolute)", *[column.absolute(module) for column in columns]])
+            else:
+                rows.append([attention, *[column.relative(module) for column in columns]])
+        title = group_title(key)
+        lines += [f"#### {title}", "", cheapest_sentence(group, title), "",
+                  md_table(["attention", *[column.header for column in columns]], rows), ""]
+    return lines
+
+
+WORK_SHARES = {"macs_share_pct": "MACs", "flops_share_pct": "FLOPs", "bytes_share_pct": "bytes"}
+
+
+def shares_part(run: RunView) -> list[str]:
+    """Each module's share of the network's work beside its share of the network's time."""
+    frame = run.shares
+    if frame.empty or "latency_share_pct" not in frame or len(frame.columns) <= len(tables.KEY) + 1:
+        return []
+    lines = ["### FLOPs are not latency", "",
+             "The part of the whole network each module accounts for: share = (with module − without) / with "
+             "module, the same rule for MACs, FLOPs, bytes and latency. A module with a small share of the "
+             "arithmetic and a large share of the time is memory- or launch-bound.", ""]
+    status = run.statuses
+    for key, group in groups(frame):
+        batches = sorted(group["batch_size"].unique())
+        quantities = [c for c in WORK_SHARES if tables.measured(group, [c])]
+        extras = [(c, n) for c, n in (("module_alone_share_pct", "module alone"), ("profiled_share_pct", "profiled"))
+                  if tables.measured(group, [c])]
+        header = ["attention", *[f"{WORK_SHARES[c]} share (%)" for c in quantities]]
+        header += [f"latency share b={b} (%)" for b in batches]
+        header += [f"{name} b={batches[-1]} (%)" for _, name in extras]
+        rows = []
+        for attention, module in group.groupby("attention", sort=False):
+            at = module.set_index("batch_size")
+            rows.append([
+                attention,
+                *[sig3(_first(module, c)) for c in quantities],
+                *[sig3(at["latency_share_pct"].get(b)) or status.get((key, attention, b), "") for b in batches],
+                *[sig3(at[c].get(batches[-1])) for c, _ in extras],
+            ])
+        lines += [f"#### {group_title(key)}", "", _contrast(group, quantities), "", md_table(header, rows), ""]
+    return lines
+
+
+def _contrast(group: pd.DataFrame, quantities: list[str]) -> str:
+    """One sentence on the module whose time share most exceeds its arithmetic share."""
+    work = next((c for c in ("flops_share_pct", "macs_share_pct") if c in quantities), None)
+    if work is None:
+        return ""
+    rows = group[(group[work] > 0) & group["latency_share_pct"].notna()]
+    if rows.empty:
+        return ""
+    row = rows.loc[(rows["latency_share_pct"] / rows[work]).idxmax()]
+    return (f"For example, `{row['attention']}` accounts for {sig3(row[work])}% of the "
+            f"{'FLOPs' if work.startswith('flops') else 'MACs'} but {sig3(row['latency_share_pct'])}% of the latency "
+            f"at batch {row['batch_size']}.")

@@ -1,0 +1,129 @@
+"""The head of a run's report: what was measured, on what, and the warnings to read first."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from attnbench.measure.stats import NOISY_IQR_FRACTION
+from attnbench.modules import BASELINE
+from attnbench.report.format import fmt_number, words
+from attnbench.report.tables import group_title, groups
+from attnbench.report.view import RunView
+
+NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
+"""How every part of a report says what `noisy` means."""
+
+META_SHOWN = {
+    "schema_version", "run_id", "suite", "suite_fingerprint", "host", "platform", "python", "torch",
+    "torchvision", "device", "device_name", "cuda", "cudnn", "threads", "git_commit", "status",
+    "start_time", "end_time", "warnings", "migrated_from",
+}
+"""meta.json keys the header renders by name; every other scalar key is listed under settings."""
+
+SETTING_LABELS = {
+    "cudnn_benchmark": "cuDNN benchmark",
+    "tf32": "TF32",
+    "allow_tf32": "TF32",
+    "allocator": "allocator",
+    "copy_bandwidth_gbs": "measured copy bandwidth (GB/s)",
+    "isolation": "one subprocess per case",
+    "l2_flush": "L2 flush between repeats",
+}
+
+NOISY_LISTED = 8
+"""Noisy cases named in the warnings; a run where everything is noisy gets a count, not a wall of names."""
+
+
+def environment_lines(run: RunView) -> list[str]:
+    meta = run.meta
+    cuda = f", CUDA {meta['cuda']}, cuDNN {meta.get('cudnn')}" if meta.get("cuda") else ""
+    commit = meta.get("git_commit")
+    migrated = f", written in results schema {meta['migrated_from']}" if meta.get("migrated_from") else ""
+    lines = [
+        f"- run `{run.run_id}` ({meta.get('status', '?')}{migrated}), {meta.get('start_time', '?')} to "
+        f"{meta.get('end_time', '?')}",
+        f"- device: {meta.get('device')} ({meta.get('device_name')}), {meta.get('threads')} CPU threads",
+        f"- torch {meta.get('torch')}, torchvision {meta.get('torchvision')}, python {meta.get('python')}{cuda}",
+        f"- host {meta.get('host')}, attnbench at commit {f'`{commit[:12]}`' if commit else 'unknown'}",
+    ]
+    settings = recorded_settings(meta)
+    if settings:
+        lines.append("- settings: " + "; ".join(f"{name}: {value}" for name, value in settings))
+    return lines
+
+
+def recorded_settings(meta: dict) -> list[tuple[str, str]]:
+    """Flags the run recorded (cuDNN benchmark, TF32, allocator, ...), whatever the measuring code added."""
+    flat: dict[str, object] = {}
+    for key, value in meta.items():
+        if key in META_SHOWN:
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items() if not isinstance(v, (dict, list))})
+        elif not isinstance(value, list):
+            flat[key] = value
+    shown = {True: "on", False: "off", None: "not recorded"}
+    return [
+        (SETTING_LABELS.get(key, key), shown[value] if isinstance(value, bool) or value is None else fmt_number(value))
+        for key, value in flat.items()
+    ]
+
+
+def measured_lines(run: RunView) -> list[str]:
+    """One paragraph saying what was measured, over which grid, and how latency was taken."""
+    suite = run.meta.get("suite", {})
+    cases = run.cases
+    axes = [
+        ("backbones", cases["backbone"].unique()),
+        ("attention modules", cases["attention"].unique()),
+        ("batch sizes", sorted(cases["batch_size"].unique())),
+        ("resolutions (px)", sorted(cases["resolution"].unique())),
+        ("dtypes", cases["dtype"].unique()),
+        ("modes", cases["mode"].unique()),
+        ("device", cases["device"].unique()),
+    ]
+    grid = "; ".join(f"{name} {words(list(values))}" for name, values in axes)
+    text = (
+        f"**What was measured.** Metrics {words(suite.get('metrics', ['?']))} on {len(cases)} cases: {grid}. "
+        f"`none` is the plain backbone; every other row is the same backbone with the module inserted."
+    )
+    timing = suite.get("timing")
+    repeats = pd.to_numeric(cases["repeats"], errors="coerce").dropna()
+    if timing and not repeats.empty:
+        counts = words(sorted({int(repeats.min()), int(repeats.max())})).replace(", ", " to ")
+        text += (
+            f" Latency is the median of {counts} timed calls per case, after "
+            f"{timing.get('warmup')} warm-up calls, within a budget of {timing.get('max_seconds')} s per case."
+        )
+    counted = [step for step, shown in (("train", run.trains), ("compiled", run.compiles)) if shown]
+    if counted and "complexity" in suite.get("metrics", []):
+        text += (
+            " MACs, FLOPs and bytes count one eval forward of the eager model, while latency times the "
+            + " and ".join({"train": "training step (forward, backward, SGD)", "compiled": "compiled step"}[c]
+                           for c in counted)
+            + ": compare their shares, not their absolute values."
+        )
+    return [text]
+
+
+def warning_lines(run: RunView) -> list[str]:
+    """What a reader must know before trusting the numbers: unfinished runs, noise, failed cases."""
+    cases = run.normalized
+    lines = [f"- {text}" for text in run.meta.get("warnings") or []]
+    if run.meta.get("status") != "complete":
+        lines.append(f"- the run is **{run.meta.get('status', 'of unknown status')}**: cases after the last row "
+                     "were not measured")
+    noisy = cases[cases["noisy"]]
+    if not noisy.empty:
+        names = [f"{r.backbone} {r.attention} batch {r.batch_size}" for r in noisy.itertuples()]
+        more = f" and {len(names) - NOISY_LISTED} more" if len(names) > NOISY_LISTED else ""
+        lines.append(f"- {len(noisy)} of {len(cases)} cases are noisy ({NOISY_TEXT}): "
+                     f"{words(names[:NOISY_LISTED])}{more}; their latencies and overheads are uncertain")
+    counts = cases.loc[cases["status"] != "ok", "status"].value_counts()
+    if not counts.empty:
+        lines.append(f"- {words([f'{n} {status}' for status, n in counts.items()])}: see *Cases that did not finish*")
+    ok = cases[cases["status"] == "ok"]
+    for key, group in groups(ok):
+        if BASELINE not in set(group["attention"]):
+            lines.append(f"- {group_title(key)}: no finished `{BASELINE}` case, so no overheads there")
+    return ["**Warnings**", "", *lines] if lines else []

@@ -1,0 +1,79 @@
+"""A run as the report reads it: its files, and the tables derived from them, each computed once."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from attnbench.report import tables
+from attnbench.results import Run
+
+
+class RunView:
+    """What every part of a run's report reads. The joins onto `none` are computed here, once."""
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.run.meta
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def suite_name(self) -> str:
+        return self.run.suite_name
+
+    @property
+    def cases(self) -> pd.DataFrame:
+        return self.run.cases
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        return self.run.samples
+
+    @property
+    def sites(self) -> pd.DataFrame:
+        return self.run.sites
+
+    @cached_property
+    def normalized(self) -> pd.DataFrame:
+        return tables.normalized(self.run.cases)
+
+    @cached_property
+    def overhead(self) -> pd.DataFrame:
+        """Finished cases with their overheads over `none` (tables.with_overhead)."""
+        return tables.with_overhead(self.run.cases)
+
+    @cached_property
+    def shares(self) -> pd.DataFrame:
+        return tables.shares_of(self.overhead)
+
+    @cached_property
+    def statuses(self) -> dict[tuple, str]:
+        """Status of each unfinished case by (table setting, attention, batch), to fill cells a table lacks."""
+        bad = self.normalized[self.normalized["status"] != "ok"]
+        return {
+            (tuple(r[c] for c in tables.TABLE_SETTING), r["attention"], r["batch_size"]): r["status"]
+            for _, r in bad.iterrows()
+        }
+
+    @cached_property
+    def trains(self) -> bool:
+        """Whether any case timed a training step rather than a forward."""
+        return bool((self.run.cases["mode"] == "train").any())
+
+    @cached_property
+    def compiles(self) -> bool:
+        """Whether any case timed a compiled step."""
+        return bool(self.normalized["compile"].any())

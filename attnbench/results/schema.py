@@ -1,0 +1,157 @@
+"""The run-directory format: file names, columns, the one case key, and migrations of older runs.
+
+A case is identified by its case key (CASE_KEY): what was built (backbone, attention label and key, the
+module's options after defaults are applied, the placement actually used) and the grid point. Every
+grouping derives from it: `SETTING` (the key without the attention's identity) is the comparison group a
+module shares with its `none` case, across runs the gate matches cases on the whole key, and `case_id`
+is a hash of it. A module whose default changes is therefore a new case, not the same one silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SCHEMA_VERSION = 2
+"""2: `options` holds the resolved options and `placement` the resolved placement (1: as the suite gave
+them); compile_graphs, graph_breaks and counted columns added. Version 1 runs are migrated on read."""
+META_FILE, CASES_FILE, SAMPLES_FILE = "meta.json", "cases.csv", "samples.csv"
+SITES_FILE = "attention_sites.csv"
+
+ATTENTION_IDENTITY = ("attention", "attention_key", "options", "placement")
+"""What identifies the attention entry of a case: its label, registry key, resolved options, placement."""
+CASE_KEY = (
+    "backbone",
+    *ATTENTION_IDENTITY,
+    "batch_size",
+    "resolution",
+    "dtype",
+    "mode",
+    "device",
+    "channels_last",
+    "compile",
+)
+SETTING = tuple(column for column in CASE_KEY if column not in ATTENTION_IDENTITY)
+"""A comparison group: cases that differ only in their attention entry. Each module's overhead is taken
+over the `none` case of its setting, and such cases are timed together."""
+TABLE_SETTING = tuple(column for column in SETTING if column != "batch_size")
+"""What one report table covers: a setting over all its batch sizes."""
+KEY_DEFAULTS = {"channels_last": False, "compile": False, "options": "", "placement": ""}
+"""Key columns that older runs may lack, and the value they had there."""
+
+CASE_COLUMNS = [
+    "case_id",
+    *CASE_KEY,
+    "status",
+    "error",
+    # complexity (of one eval forward, whatever the mode: see `counted`)
+    "params",
+    "params_attention",
+    "macs",
+    "flops",
+    "bytes_min",
+    "bytes_eager",
+    "arithmetic_intensity",
+    "macs_attention",
+    "flops_attention",
+    "bytes_min_attention",
+    "bytes_eager_attention",
+    "uncounted_ops",
+    "formula_ok",
+    "counted",
+    # latency (statistics derived from samples.csv)
+    "latency_ms_median",
+    "latency_ms_iqr",
+    "latency_ms_p10",
+    "latency_ms_p90",
+    "latency_ms_ci_low",
+    "latency_ms_ci_high",
+    "wall_ms_median",
+    "repeats",
+    "l2_flush",
+    "noisy",
+    "throughput_ips",
+    "compile_s",
+    "compile_graphs",
+    "graph_breaks",
+    "achieved_bandwidth_gbs",
+    "bandwidth_fraction",
+    # memory
+    "peak_mem_mib",
+    "peak_mem_reserved_mib",
+    # attention modules alone
+    "module_latency_ms_median",
+    # profile
+    "attention_time_share",
+    "kernel_count",
+    "attention_top_ops",
+    "duration_s",
+]
+SAMPLE_COLUMNS = ["case_id", "repeat", "latency_ms", "wall_ms"]
+SITE_COLUMNS = [
+    "case_id",
+    "backbone",
+    "attention",
+    "path",
+    "stage",
+    "channels",
+    "sites",
+    "formula_params",
+    "counted_params",
+    "ok",
+]
+"""attention_sites.csv: one row per attention instance of a case (the parameter-formula check); `sites`
+is the number of insertion points sharing the instance."""
+STATUSES = ("ok", "oom", "error", "skipped", "timeout")
+REQUIRED_CASE_COLUMNS = ["case_id", *(c for c in CASE_KEY if c not in KEY_DEFAULTS), "status", "error"]
+"""A run missing these cannot be read; any other column may be absent (a metric added since) and reads as empty."""
+
+
+def format_options(options: Iterable[tuple[str, Any]]) -> str:
+    """`name=repr;name=repr`, sorted by name: the `options` column and its part of the case key."""
+    return ";".join(f"{name}={value!r}" for name, value in sorted(options))
+
+
+def parse_options(cell: object) -> dict[str, Any]:
+    """An `options` cell back into a dict."""
+    if not isinstance(cell, str) or not cell:
+        return {}
+    pairs = (item.split("=", 1) for item in cell.split(";"))
+    return {name: ast.literal_eval(value) for name, value in pairs}
+
+
+def key_value(value: Any) -> str:
+    """One spelling per value, whatever pandas read: 1, 1.0 and "1" match, True and "True" match, empty is ""."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def case_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The case key of a row (a CaseSpec's key dict or a cases.csv row), normalised for matching."""
+    return tuple(key_value(row.get(column, KEY_DEFAULTS.get(column))) for column in CASE_KEY)
+
+
+def setting_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The comparison group of a row, normalised: a module's `none` is the `none` row of the same setting."""
+    return tuple(key_value(row.get(column, KEY_DEFAULTS.get(column))) for column in SETTING)
+
+
+def case_id(key: Mapping[str, Any]) -> str:
+    """A stable hash of the case key: the same case gives the same id in every run."""
+    canonical = json.dumps(dict(zip(CASE_KEY, case_key(key))), sort_keys=True)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+
+def key_path(key: Mapping[str, Any]) -> str:
+    """`backbone/attention/batch/resolution/dtype/mode/device[/channels_last][/compile]`: the case's name in
+    gate patterns and tables. The options and placement stay out: the label already names what differs."""
+    parts = [key_value(key.get(c)) for c in ("backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device")]
+    parts += [name for name in ("channels_last", "compile") if key_value(key.get(name)) == "True"]
+    return "/".join(parts)
