@@ -108,6 +108,8 @@ class ProjectConfig:
     gate: GateConfig = GateConfig()
     plugins: tuple[str, ...] = ()
     source: Path | None = None
+    accuracy_csv: Path | None = None
+    """The lab's own ImageNet results (attnbench.accuracy reads them), relative paths from the toml's folder."""
 
 
 @dataclass(frozen=True)
@@ -427,13 +429,14 @@ def load_project(path: Path | None = None) -> ProjectConfig:
     path = Path(path)
     data = read_toml(path)
     section = _Section(
-        data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins")
+        data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins", "accuracy_csv")
     )
     root = path.resolve().parent
     threads = section.get("threads", int, None)
     if threads is not None and threads < 1:
         raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
     plugins = section.list_of("plugins", str, ())
+    accuracy_csv = section.get("accuracy_csv", str, None)
     # Before any suite is parsed: suites may name the modules that plugins register.
     import_plugins(plugins, root, section.where("plugins"))
     return ProjectConfig(
@@ -446,6 +449,7 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         gate=_gate(data.get("gate", {}), path),
         plugins=plugins,
         source=path,
+        accuracy_csv=root / accuracy_csv if accuracy_csv else None,
     )
 
 
