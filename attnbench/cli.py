@@ -294,11 +294,13 @@ def _configure_report(parser: argparse.ArgumentParser) -> None:
 
 @command("report", "write a report of a run directory or results root, or compare two runs", _configure_report)
 def cmd_report(args: argparse.Namespace) -> int:
+    from attnbench.accuracy import accuracy_rows, using_rows
     from attnbench.report import write_report
 
-    target = write_report(
-        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format
-    )
+    with using_rows(accuracy_rows(project_of(args))):  # the lab's own accuracies join the published ones
+        target = write_report(
+            [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format
+        )
     console.print(f"report written to {target}")
     return 0
 

@@ -2,7 +2,7 @@
 
 from attnbench.report.writer import FORMATS, write_report
 
-# Importing the section files fills the SECTIONS registry.
-from attnbench.report import formula, paper, profile_section  # noqa: E402,F401
+# Importing the section files fills the SECTIONS (and FIGURES) registries.
+from attnbench.report import accuracy_section, formula, paper, profile_section  # noqa: E402,F401
 
 __all__ = ["FORMATS", "write_report"]
