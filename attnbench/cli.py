@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,6 +31,9 @@ from attnbench.config import (
 )
 from attnbench.errors import AttnbenchError, GateError, OptionError, ResultsError, UsageError
 from attnbench.registry import Registry
+
+if TYPE_CHECKING:
+    from attnbench.accuracy import AccuracyRow
 
 console = Console()
 error_console = Console(stderr=True)
@@ -69,16 +73,17 @@ LISTED_CHANNELS = 256
 
 
 def _list_attention(project: ProjectConfig) -> Table:
+    from attnbench.accuracy import accuracy_rows
     from attnbench.modules import ATTENTION
 
+    gains = _published_gains(accuracy_rows(project))
     table = Table(show_lines=True)
-    # Every column but the key may wrap, so that no column vanishes on an 80-character terminal.
+    # Every column but the key may wrap, so that all of them fit an 80-character terminal.
     table.add_column("key", no_wrap=True)
-    table.add_column("paper", min_width=14, max_width=34)
-    table.add_column("placement", min_width=8, overflow="fold")
-    table.add_column("default options", min_width=10, overflow="fold")
-    table.add_column("params formula", min_width=12, max_width=30)
-    table.add_column(f"C={LISTED_CHANNELS}", justify="right", no_wrap=True)
+    table.add_column("paper", min_width=10, max_width=34)
+    table.add_column("placement, default options", min_width=10, overflow="fold")
+    table.add_column(f"params (at C={LISTED_CHANNELS})", min_width=10, max_width=30)
+    table.add_column("published top-1 gain", min_width=13, max_width=24, overflow="fold")
     for key, spec in ATTENTION.items():
         options = "\n".join(f"{name}={value!r}" for name, value in spec.defaults.items()) or "-"
         try:
@@ -86,8 +91,30 @@ def _list_attention(project: ProjectConfig) -> Table:
         except AttnbenchError:
             params = "-"
         paper = f"{spec.paper.title} ({spec.paper.venue} {spec.paper.year})"
-        table.add_row(key, paper, spec.placement, options, spec.formula, params)
+        table.add_row(key, paper, f"{spec.placement}\n{options}", f"{spec.formula}\n= {params}", gains.get(key, "-"))
     return table
+
+
+LISTED_GAINS = 2
+"""Backbones whose published gain `list attention` shows per module; the rest are counted."""
+
+
+def _published_gains(rows: tuple[AccuracyRow, ...]) -> dict[str, str]:
+    """Per attention key: the first gain (lab rows first) in each backbone, e.g. "+1.11 pp X50 (SKNet)"."""
+    from attnbench.accuracy import short_backbone
+    from attnbench.modules import BASELINE
+
+    firsts: dict[str, dict[str, AccuracyRow]] = {}
+    for row in rows:
+        if row.attention != BASELINE:
+            firsts.setdefault(row.attention, {}).setdefault(row.backbone, row)
+    cells = {}
+    for key, by_backbone in firsts.items():
+        shown = [f"{row.gain_text()} pp {short_backbone(row.backbone)} ({row.source})"
+                 for row in list(by_backbone.values())[:LISTED_GAINS]]
+        more = len(by_backbone) - LISTED_GAINS
+        cells[key] = "\n".join(shown + ([f"+{more} more"] if more > 0 else []))
+    return cells
 
 
 def _list_backbones(project: ProjectConfig) -> Table:
@@ -294,11 +321,13 @@ def _configure_report(parser: argparse.ArgumentParser) -> None:
 
 @command("report", "write a report of a run directory or results root, or compare two runs", _configure_report)
 def cmd_report(args: argparse.Namespace) -> int:
-    from attnbench.report import write_report
+    from attnbench.accuracy import accuracy_rows
+    from attnbench.report import ReportOptions, write_report
 
+    project = project_of(args)
     target = write_report(
         [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format,
-        project_of(args).gate,
+        ReportOptions(project.gate, accuracy_rows(project)),  # the lab's own accuracies join the published ones
     )
     console.print(f"report written to {target}")
     return 0

@@ -75,6 +75,8 @@ class ProjectConfig:
     gate: GateConfig = GateConfig()
     plugins: tuple[str, ...] = ()
     source: Path | None = None
+    accuracy_csv: Path | None = None
+    """The lab's own ImageNet results (attnbench.accuracy reads them), relative paths from the toml's folder."""
 
 
 def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> TimingSpec:
@@ -209,12 +211,15 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites")
     path = Path(path)
     data = read_toml(path)
-    section = Section(data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins"))
+    section = Section(
+        data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins", "accuracy_csv")
+    )
     root = path.resolve().parent
     threads = section.get("threads", int, None)
     if threads is not None and threads < 1:
         raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
     plugins = section.list_of("plugins", str, ())
+    accuracy_csv = section.get("accuracy_csv", str, None)
     # Before any suite is parsed: suites may name the modules that plugins register.
     import_plugins(plugins, root, section.where("plugins"))
     return ProjectConfig(
@@ -227,4 +232,5 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         gate=_gate(data.get("gate", {}), path),
         plugins=plugins,
         source=path,
+        accuracy_csv=root / accuracy_csv if accuracy_csv else None,
     )

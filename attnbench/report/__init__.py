@@ -1,8 +1,9 @@
 """Reports of run directories: Markdown with figures, or the tables as CSV/JSON."""
 
+from attnbench.report.view import ReportOptions
 from attnbench.report.writer import FORMATS, write_report
 
-# Importing the section files fills the SECTIONS registry.
-from attnbench.report import formula, paper, profile_section  # noqa: E402,F401
+# Importing the section files fills the SECTIONS (and FIGURES) registries.
+from attnbench.report import accuracy_section, formula, paper, profile_section  # noqa: E402,F401
 
-__all__ = ["FORMATS", "write_report"]
+__all__ = ["FORMATS", "ReportOptions", "write_report"]

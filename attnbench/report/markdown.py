@@ -12,7 +12,7 @@ from attnbench.report.format import md_table
 from attnbench.report.grid import grid_parts
 from attnbench.report.header import environment_lines, measured_lines, warning_lines
 from attnbench.report.plots import draw_figures
-from attnbench.report.view import RunView
+from attnbench.report.view import ReportOptions, RunView
 from attnbench.results import Run
 
 Section = Callable[[RunView], "str | None"]
@@ -69,7 +69,9 @@ def run_section(run: RunView, figures: Path | None, relative_to: Path) -> str:
     return "\n".join(lines)
 
 
-def render(runs: list[Run], figures: Path | None = None, relative_to: Path = Path(".")) -> str:
+def render(
+    runs: list[Run], figures: Path | None = None, relative_to: Path = Path("."), options: ReportOptions | None = None
+) -> str:
     """The report of `runs`; figures go to `figures` and are linked relative to `relative_to`."""
     summary = [
         [f"`{run.suite_name}`", f"`{run.run_id}`", run.meta.get("status", "?"), run.meta.get("start_time", "?"),
@@ -85,5 +87,5 @@ def render(runs: list[Run], figures: Path | None = None, relative_to: Path = Pat
         "not finish.", "",
         md_table(["suite", "run", "status", "started (UTC)", "device", "cases ok / total"], summary), "",
     ]
-    body = [run_section(RunView(run), figures, relative_to) for run in runs]
+    body = [run_section(RunView(run, options), figures, relative_to) for run in runs]
     return "\n".join(head + body).rstrip() + "\n"

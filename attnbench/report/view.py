@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from attnbench.accuracy import AccuracyRow, published_rows
+from attnbench.config import GateConfig
 from attnbench.report import tables
 from attnbench.results import Run
 
 
-class RunView:
-    """What every part of a run's report reads. The joins onto `none` are computed here, once."""
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a report judges and joins by, beyond the runs: the project's gate thresholds (a comparison of
+    two runs) and the accuracy table (the lab's rows first, then the published ones)."""
 
-    def __init__(self, run: Run):
+    gate: GateConfig = GateConfig()
+    accuracy: tuple[AccuracyRow, ...] = field(default_factory=published_rows)
+
+
+class RunView:
+    """What every part of a run's report reads. The joins onto `none` are computed here, once, and a part
+    that derives a table for several outputs (a section and its figure) keeps it in `memo`."""
+
+    def __init__(self, run: Run, options: ReportOptions | None = None):
         self.run = run
+        self.options = options or ReportOptions()
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, name: str, derive: Callable[[], Any]) -> Any:
+        if name not in self._memo:
+            self._memo[name] = derive()
+        return self._memo[name]
 
     @property
     def path(self) -> Path:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from attnbench.config import GateConfig
 from attnbench.errors import ResultsError, UnknownNameError
 from attnbench.registry import unknown_name_message
 from attnbench.report.compare import comparison_frame_of, render_comparison
 from attnbench.report.markdown import render
 from attnbench.report.tables import TABLES
+from attnbench.report.view import ReportOptions
 from attnbench.results import Run, find_runs, is_run_dir, read_run
 
 
@@ -26,8 +26,7 @@ class Report:
     folder: Path
     """Where the report goes unless --out says otherwise."""
     baseline: Run | None = None
-    gate: GateConfig = GateConfig()
-    """The thresholds a comparison of two runs judges by (attnbench.toml's [gate])."""
+    options: ReportOptions = field(default_factory=ReportOptions)
 
     @property
     def stem(self) -> str:
@@ -36,7 +35,7 @@ class Report:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Tidy tables, each run's rows prefixed with its suite and run id."""
         if self.baseline:
-            return {"comparison": comparison_frame_of(self.baseline, self.runs[0], self.gate)}
+            return {"comparison": comparison_frame_of(self.baseline, self.runs[0], self.options.gate)}
         out = {}
         for name, table in TABLES.items():
             frames = [table(run.cases).assign(suite=run.suite_name, run_id=run.run_id) for run in self.runs]
@@ -64,8 +63,9 @@ def select_runs(path: Path, run_id: str | None = None, all_runs: bool = False) -
 
 
 def build_report(
-    paths: list[Path], run_id: str | None = None, all_runs: bool = False, gate: GateConfig = GateConfig()
+    paths: list[Path], run_id: str | None = None, all_runs: bool = False, options: ReportOptions | None = None
 ) -> Report:
+    options = options or ReportOptions()
     paths = [Path(p) for p in paths]
     if len(paths) == 2:
         if run_id or all_runs:
@@ -74,10 +74,11 @@ def build_report(
             if not is_run_dir(path):
                 read_run(path)  # raises the precise reason: missing, or no meta.json
         a, b = (read_run(p) for p in paths)
-        return Report((b,), paths[1], baseline=a, gate=gate)
+        return Report((b,), paths[1], baseline=a, options=options)
     if len(paths) != 1:
         raise ResultsError(f"report takes one run directory or results root, or two run directories; got {len(paths)}")
-    return Report(tuple(select_runs(paths[0], run_id, all_runs)), paths[0] if paths[0].is_dir() else paths[0].parent)
+    folder = paths[0] if paths[0].is_dir() else paths[0].parent
+    return Report(tuple(select_runs(paths[0], run_id, all_runs)), folder, options=options)
 
 
 Writer = Callable[[Report, Path], None]
@@ -94,12 +95,12 @@ class Format:
 
 def _write_markdown(report: Report, target: Path) -> None:
     if report.baseline:
-        target.write_text(render_comparison(report.baseline, report.runs[0], report.gate))
+        target.write_text(render_comparison(report.baseline, report.runs[0], report.options.gate))
         return
     figures = target.with_name(f"{target.stem}-figures")
     for old in figures.glob("*.png"):  # figures of an earlier report of other runs would linger
         old.unlink()
-    target.write_text(render(list(report.runs), figures, target.parent))
+    target.write_text(render(list(report.runs), figures, target.parent, report.options))
 
 
 def _write_csv(report: Report, target: Path) -> None:
@@ -126,13 +127,13 @@ def write_report(
     run_id: str | None = None,
     all_runs: bool = False,
     fmt: str = "md",
-    gate: GateConfig = GateConfig(),
+    options: ReportOptions | None = None,
 ) -> Path:
     """Writes the report of a run directory or results root (or two runs compared); returns its path."""
     if fmt not in FORMATS:
         raise UnknownNameError(unknown_name_message("report format", fmt, list(FORMATS)))
     format_ = FORMATS[fmt]
-    report = build_report(paths if isinstance(paths, list) else [paths], run_id, all_runs, gate)
+    report = build_report(paths if isinstance(paths, list) else [paths], run_id, all_runs, options)
     target = Path(out) if out else report.folder / f"{report.stem}{format_.suffix}"
     if target.is_dir() and fmt != "csv":
         raise ResultsError(f"--out {target} is a folder; give a file path for --format {fmt}")
