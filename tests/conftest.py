@@ -46,6 +46,19 @@ def project(project_dir: Path) -> ProjectConfig:
     return load_project(project_dir / "attnbench.toml")
 
 
+@pytest.fixture(autouse=True)
+def registries_as_they_were():
+    """Modules a test registers (plugins, crashing modules) leave with it, so no test sees another's."""
+    from attnbench.backbones import BACKBONES
+    from attnbench.modules import ATTENTION
+
+    saved = {registry: dict(registry._entries) for registry in (ATTENTION, BACKBONES)}
+    yield
+    for registry, entries in saved.items():
+        registry._entries.clear()
+        registry._entries.update(entries)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

@@ -1,0 +1,38 @@
+"""`attnbench report`: Markdown, CSV or JSON of runs, or of two runs compared."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from attnbench.cli.base import command, console, project_of
+
+def _configure_report(parser: argparse.ArgumentParser) -> None:
+    from attnbench.report import FORMATS
+
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="a run directory or a results root holding many; two run directories compare them (A B)",
+    )
+    parser.add_argument("--out", help="file to write (a folder for csv); default beside the runs")
+    choose = parser.add_mutually_exclusive_group()
+    choose.add_argument("--run", metavar="ID", help="only this run of a results root (its id or a unique prefix)")
+    choose.add_argument("--all", action="store_true", help="every run of a results root, not the latest per suite")
+    parser.add_argument(
+        "--format", default="md", choices=list(FORMATS),
+        help="md: Markdown with PNG figures; csv: one file per table in a folder; json: all tables in one file",
+    )
+
+
+@command("report", "write a report of a run directory or results root, or compare two runs", _configure_report)
+def cmd_report(args: argparse.Namespace) -> int:
+    from attnbench.accuracy import accuracy_rows
+    from attnbench.report import ReportOptions, write_report
+
+    project = project_of(args)
+    target = write_report(
+        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format,
+        ReportOptions(project.gate, accuracy_rows(project)),  # the lab's own accuracies join the published ones
+    )
+    console.print(f"report written to {target}")
+    return 0
