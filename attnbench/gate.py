@@ -23,6 +23,7 @@ from scipy.stats import mannwhitneyu
 
 from attnbench.config import GateConfig, GateThresholds
 from attnbench.errors import GateError
+from attnbench.measure.stats import paired_ratios, per_round
 from attnbench.modules import BASELINE
 from attnbench.results import (
     CASE_KEY, SAMPLE_COLUMNS, Run, case_key, find_runs, key_path, key_value, read_run, setting_key,
@@ -30,7 +31,7 @@ from attnbench.results import (
 
 ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "threads")
 """meta.json fields that change timings without changing any case; a difference is a warning."""
-SAMPLE_METRICS = tuple(column for column in SAMPLE_COLUMNS if column not in ("case_id", "repeat"))
+SAMPLE_METRICS = tuple(column for column in SAMPLE_COLUMNS if column not in ("case_id", "repeat", "round"))
 BOOTSTRAP_RESAMPLES = 2000
 THRESHOLD_CONFIDENCE = 0.8
 """How sure the bootstrap must be that the ratio is beyond the threshold: 0.5 is the point estimate
@@ -40,6 +41,7 @@ THRESHOLD_CONFIDENCE = 0.8
 class Verdict(str, Enum):
     REGRESSION = "regression"
     FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"
     MISSING = "missing"
     NEW = "new"
     IMPROVEMENT = "improvement"
@@ -146,8 +148,14 @@ def classify(stats: RatioStats, thresholds: GateThresholds) -> tuple[Verdict, st
         messages = [check.fails(view) for check in checks]
         if all(messages):
             return verdict, prefix + "; ".join(messages)
-    beyond = not 1 / (1 + thresholds.max_slowdown) <= stats.ratio <= 1 + thresholds.max_slowdown
-    return Verdict.UNCHANGED, "beyond the threshold, not conclusively" if beyond else ""
+    if stats.ci_high > 1 + thresholds.max_slowdown:
+        # The data cannot rule out a slowdown the size of the threshold: say so rather than pass quietly.
+        resolvable = (stats.ci_high - stats.ci_low) / 2
+        return Verdict.INCONCLUSIVE, (
+            f"a slowdown of {thresholds.max_slowdown:.1%} cannot be ruled out (interval up to {stats.ci_high - 1:+.1%}); "
+            f"this noise resolves changes of about ±{resolvable:.1%}"
+        )
+    return Verdict.UNCHANGED, ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,8 @@ class CaseComparison:
     stats: RatioStats | None = None
     failed_side: str | None = None
     """"baseline" or "current" for a failed case: the first run whose case did not measure."""
+    relative: bool = False
+    """Compared as the module's time over its `none` round by round, rather than as absolute times."""
     underpowered: bool = False
     """Too few samples for the U test to ever reach alpha: such a case cannot be flagged."""
     note: str = ""
@@ -177,6 +187,11 @@ class Comparison:
     metric: str
     cases: tuple[CaseComparison, ...]
     warnings: tuple[str, ...]
+
+    @property
+    def quantity(self) -> str:
+        """What the medians of a comparison are: times in the metric's unit, or ratios to `none`."""
+        return self.metric.replace(" relative to ", " / ")
 
     def of(self, verdict: Verdict) -> list[CaseComparison]:
         return [case for case in self.cases if case.verdict is verdict]
@@ -232,14 +247,17 @@ def compare_runs(
     metric: str = "latency_ms",
     strict_env: bool = False,
     seed: int = 0,
-    relative: bool = False,
+    absolute: bool = False,
 ) -> Comparison:
-    """Matches the cases of two runs by identity and classifies each; raises GateError on misuse.
+    """Matches the cases of two runs on their case key and classifies each; raises GateError on misuse.
 
-    With `relative`, each case's samples are divided by the median of the `none` case of the same
-    setting in the same run: the gate then asks whether a module got slower relative to its backbone,
-    which drift of the whole machine between the two runs does not change. The `none` cases are the
-    reference and are not gated.
+    By default a module is compared relative to the `none` case of its setting in its own run: its
+    samples divided, round by round, by the `none` samples of the same round (runs timed before pairing:
+    by the `none` median). The gate then asks whether a module got slower relative to its backbone,
+    which a uniformly slower machine does not change; the `none` cases are the reference, not gated, and
+    their own drift is reported as a warning. A case whose setting has no finished `none` in either run
+    is compared absolutely, and a warning says so. `absolute` compares every case's raw times, for
+    tracking torch or hardware upgrades on a dedicated machine.
     """
     if metric not in SAMPLE_METRICS:
         raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
@@ -255,41 +273,94 @@ def compare_runs(
         raise GateError(
             f"no common cases between {baseline.path} and {current.path}; cases match on {', '.join(CASE_KEY)}"
         )
+    sides = (Side(baseline, metric), Side(current, metric))
     suite = current.suite_name
     cases = []
     for key in [*before, *(k for k in after if k not in before)]:
         named = dict(zip(CASE_KEY, key))
         path = key_path(named)
-        thresholds = gate.thresholds_for(suite, path)
         setting = setting_key(named)
-        reference = (references[0].get(setting), references[1].get(setting)) if relative else None
+        reference = None if absolute else (references[0].get(setting), references[1].get(setting))
+        if reference is not None and not all(_finished(row) for row in reference):
+            reference = None
         cases.append(_compare_case(
-            named, path, thresholds, before.get(key), after.get(key),
-            baseline, current, metric, seed + zlib.crc32(path.encode()), reference,
+            named, path, gate.thresholds_for(suite, path), before.get(key), after.get(key), sides,
+            seed + zlib.crc32(path.encode()), reference,
         ))
+    warnings += _relative_warnings(cases, sides, references, absolute)
     underpowered = [case.path for case in cases if case.underpowered]
     if underpowered:
         warnings.append(
             f"{len(underpowered)} case(s) have too few samples to ever be significant at their alpha "
             f"(e.g. {underpowered[0]}); raise min_repeats"
         )
-    label = f"{metric} relative to {BASELINE}" if relative else metric
+    label = metric if absolute else f"{metric} relative to {BASELINE}"
     return Comparison(baseline, current, label, tuple(cases), tuple(warnings))
 
 
-def _samples(run: Run, row: pd.Series, metric: str) -> np.ndarray:
-    values = run.samples.loc[run.samples["case_id"] == row["case_id"], metric]
-    return values.dropna().to_numpy(dtype=float)
+def _finished(row: pd.Series | None) -> bool:
+    return row is not None and row["status"] == "ok"
+
+
+class Side:
+    """One run's samples of the compared metric, by case id, with their rounds where the run has them."""
+
+    def __init__(self, run: Run, metric: str):
+        samples = run.samples.dropna(subset=[metric])
+        self.values = {case_id: frame for case_id, frame in samples.groupby("case_id", sort=False)}
+        self.metric = metric
+
+    def of(self, row: pd.Series) -> np.ndarray:
+        frame = self.values.get(row["case_id"])
+        return np.empty(0) if frame is None else frame[self.metric].to_numpy(dtype=float)
+
+    def relative(self, row: pd.Series, reference: pd.Series) -> np.ndarray:
+        """The case's samples over its `none`'s: per round where both carry rounds, else over its median."""
+        case, base = self.values.get(row["case_id"]), self.values.get(reference["case_id"])
+        if case is None or base is None:
+            return np.empty(0)
+        if case["round"].notna().all() and base["round"].notna().all():
+            return paired_ratios(per_round(case[self.metric], case["round"]), per_round(base[self.metric], base["round"]))
+        return case[self.metric].to_numpy(dtype=float) / float(np.median(base[self.metric]))
+
+
+def _relative_warnings(
+    cases: list[CaseComparison], sides: tuple[Side, Side], references: tuple[dict, dict], absolute: bool
+) -> list[str]:
+    """What a relative comparison divides out and where it could not: the drift of `none` itself."""
+    if absolute:
+        return []
+    warnings = []
+    fallen_back = [case.path for case in cases if not case.relative and case.stats is not None]
+    if fallen_back:
+        warnings.append(
+            f"{len(fallen_back)} case(s) compared as absolute times: their setting has no finished `{BASELINE}` in "
+            f"both runs (e.g. {fallen_back[0]})"
+        )
+    drifts = []
+    for setting, before in references[0].items():
+        after = references[1].get(setting)
+        if _finished(before) and _finished(after):
+            old, new = sides[0].of(before), sides[1].of(after)
+            if old.size and new.size:
+                drifts.append(float(np.median(new) / np.median(old)) - 1)
+    if drifts and max(abs(d) for d in drifts) > 0.02:
+        warnings.append(
+            f"the plain backbone itself moved between the runs: `{BASELINE}` median {min(drifts):+.1%} to "
+            f"{max(drifts):+.1%} over {len(drifts)} setting(s); relative verdicts divide this drift out "
+            "(--absolute gates it)"
+        )
+    return warnings
 
 
 def _compare_case(
     key: dict[str, Any], path: str, thresholds: GateThresholds, before: pd.Series | None,
-    after: pd.Series | None, baseline: Run, current: Run, metric: str, seed: int,
-    reference: tuple[pd.Series | None, pd.Series | None] | None = None,
+    after: pd.Series | None, sides: tuple[Side, Side], seed: int,
+    reference: tuple[pd.Series, pd.Series] | None = None,
 ) -> CaseComparison:
     case = CaseComparison(key, path, Verdict.UNCHANGED, thresholds)
     if reference is not None and key.get("attention") == BASELINE:
-        return replace(case, note="the reference of a relative comparison: not gated")
+        return replace(case, note="the reference of the relative comparison: not gated")
     if after is None:
         return replace(case, verdict=Verdict.MISSING, note="in the baseline only")
     if before is None:
@@ -299,21 +370,13 @@ def _compare_case(
             error = key_value(row["error"])
             note = f"{side} {row['status']}" + (f": {error}" if error else "")
             return replace(case, verdict=Verdict.FAILED, failed_side=side, note=note)
-    base, cur = _samples(baseline, before, metric), _samples(current, after, metric)
+    if reference is None:
+        base, cur = sides[0].of(before), sides[1].of(after)
+    else:
+        base, cur = sides[0].relative(before, reference[0]), sides[1].relative(after, reference[1])
     for side, values in (("baseline", base), ("current", cur)):
         if values.size == 0:
-            return replace(case, verdict=Verdict.FAILED, failed_side=side, note=f"{side} has no {metric} samples")
-    if reference is not None:
-        scales = []
-        for side, run, row in (("baseline", baseline, reference[0]), ("current", current, reference[1])):
-            values = _samples(run, row, metric) if row is not None and row["status"] == "ok" else np.empty(0)
-            if values.size == 0:
-                return replace(
-                    case, verdict=Verdict.FAILED, failed_side=side,
-                    note=f"{side} has no finished `{BASELINE}` case to compare relative to",
-                )
-            scales.append(float(np.median(values)))
-        base, cur = base / scales[0], cur / scales[1]
+            return replace(case, verdict=Verdict.FAILED, failed_side=side, note=f"{side} has no {sides[0].metric} samples")
     stats = ratio_stats(base, cur, thresholds.alpha, seed)
     verdict, note = classify(stats, thresholds)
     underpowered = min_p_value(base.size, cur.size) >= thresholds.alpha
@@ -321,6 +384,6 @@ def _compare_case(
         note = f"too few samples ({base.size} vs {cur.size}) for alpha {thresholds.alpha:g}"
     return replace(
         case, verdict=verdict, note=note, stats=stats, n_baseline=base.size, n_current=cur.size,
-        underpowered=underpowered,
+        underpowered=underpowered, relative=reference is not None,
         baseline_median=float(np.median(base)), current_median=float(np.median(cur)),
     )

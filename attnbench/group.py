@@ -18,6 +18,7 @@ from attnbench.config import CaseSpec
 from attnbench.errors import AttnbenchError, DeviceError
 from attnbench.guards import CaseTimeout, preserved_torch_state, time_limit
 from attnbench.measure import METRICS, MeasureContext, MetricResult
+from attnbench.measure.graphs import graph_columns
 from attnbench.measure.prepared import PreparedCase, prepare_case
 from attnbench.measure.timing import GroupTimings, latency_columns, time_group
 from attnbench.process import release_memory
@@ -42,6 +43,7 @@ class CaseResult:
     row: dict[str, Any]
     samples: list[float] | None = None
     wall_samples: list[float] | None = None
+    rounds: list[int] | None = None
     sites: list[dict[str, Any]] | None = None
     seconds: float = 0.0
     """Time spent on this case so far: preparing it, its share of the group's timing, its metrics."""
@@ -107,7 +109,8 @@ class ModelCache:
 
     @staticmethod
     def key_of(case: CaseSpec) -> tuple:
-        return (case.attention.key, case.attention.resolved, case.placement)
+        """One model per attention entry: an A/A twin of `none` (another label) is another instance."""
+        return (case.attention.key, case.attention.label, case.attention.resolved, case.placement)
 
     def get(self, case: CaseSpec) -> BuiltModel:
         if case.backbone != self._backbone:
@@ -211,11 +214,14 @@ class GroupRunner:
             results[key].seconds += probe.seconds / len(prepared)
         return probe.row
 
-    @staticmethod
-    def _record_latency(case: PreparedCase, timings: GroupTimings, result: CaseResult) -> None:
+    def _record_latency(self, case: PreparedCase, timings: GroupTimings, result: CaseResult) -> None:
         taken = timings.timings[case.case.case_id]
-        result.row.update(latency_columns(case, taken, timings.l2_flush))
-        result.samples, result.wall_samples = taken.latency_ms, taken.wall_ms
+        timing = self.context.timing
+        result.row.update(latency_columns(case, timings, timing.precision))
+        if timing.cuda_graphs and case.device.type == "cuda":
+            eager_ms = result.row["latency_ms_median"]
+            result.row.update(graph_columns(case, timing, self.context.clock, eager_ms, timings.l2_flush))
+        result.samples, result.wall_samples, result.rounds = taken.latency_ms, taken.wall_ms, taken.rounds
         result.seconds += taken.elapsed_s
 
     def _one_by_one(self, group: Group, oom: bool, spent: dict[str, float]) -> list[CaseResult]:
@@ -242,7 +248,7 @@ class GroupRunner:
     def _finished(result: CaseResult) -> CaseResult:
         """The row complete: status ok unless a step failed (then no samples), and the case's duration."""
         if result.failed:
-            result.samples = result.wall_samples = None
+            result.samples = result.wall_samples = result.rounds = None
         result.row.setdefault("status", "ok")
         result.row["duration_s"] = round(result.seconds, 3)
         return result

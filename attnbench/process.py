@@ -23,12 +23,25 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def configure_process(threads: int | None, timing: TimingSpec) -> dict[str, Any]:
-    """Applies threads, cuDNN's benchmark mode and the host allocator setting; returns what meta.json
-    records about them."""
+    """Applies threads, cuDNN's benchmark mode, TF32 and the host allocator setting; returns what
+    meta.json records about them (TF32 as it is in effect, whether set or left at PyTorch's defaults)."""
     if threads:
         torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = timing.cudnn_benchmark
-    return {"cudnn_benchmark": timing.cudnn_benchmark, "allocator": configure_allocator()}
+    if timing.tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = timing.tf32
+        torch.backends.cudnn.allow_tf32 = timing.tf32
+    return {
+        "cudnn_benchmark": timing.cudnn_benchmark,
+        "tf32": {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "set_by_suite": timing.tf32 is not None,
+        },
+        "low_precision": timing.low_precision,
+        "allocator": configure_allocator(),
+    }
 
 
 def release_memory(device: torch.device) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from attnbench.calibration import noise_floor
 from attnbench.config import CaseSpec, ProjectConfig, SuiteSpec, expand_grid, load_suite, parse_suite
 from attnbench.errors import ConfigError, DeviceError, ResultsError
 from attnbench.executors import make_executor
@@ -28,9 +29,9 @@ def _execute(
 ) -> Path:
     """Measures `cases` group by group, appending each row as its group finishes; marks the run complete
     or interrupted. Cases that differ only in their attention entry are timed together when the suite
-    interleaves (TimingSpec.rounds > 1), in this process or one worker process per group."""
+    interleaves (TimingSpec.interleave), in this process or one worker process per group."""
     isolate = writer.meta["isolate"]
-    interleave = suite.timing.rounds > 1 and "latency" in suite.metrics
+    interleave = suite.timing.interleave and "latency" in suite.metrics
     executor = make_executor(suite, device, threads, isolate)
     status, done = "interrupted", 0
     try:
@@ -46,13 +47,16 @@ def _execute(
                     result.row.update(roofline_columns(result.row, writer.meta.get("copy_bandwidth_gbs")))
                     if result.sites:
                         writer.append_sites(result.sites)
-                    writer.append_case(result.row, result.samples, result.wall_samples)
+                    writer.append_case(result.row, result.samples, result.wall_samples, result.rounds)
                 done += len(group.cases)
         status = "complete"
     except Interrupted as interruption:
         interruption.run_dir = writer.path
         raise
     finally:
+        calibration = noise_floor(read_run(writer.path).cases.to_dict("records"))
+        if calibration:
+            writer.update_meta(calibration=calibration)
         writer.finish(status)
     return writer.path
 

@@ -107,16 +107,26 @@ def test_overhead_numbers(root: Path) -> None:
     assert shares.loc[("resnet18", "se", 1), "latency_share_pct"] == pytest.approx(100 * (1 - 9.0 / 9.9))
 
 
-def test_tie_is_reported_when_confidence_intervals_overlap() -> None:
+def test_ranking_only_where_intervals_separate() -> None:
+    frame = pd.DataFrame({
+        "attention": ["none", "a", "b", "c"], "batch_size": [1, 1, 1, 1], "latency_overhead_pct": [0.0, 5.0, 6.0, 12.0],
+        "latency_overhead_ci_low_pct": [None, 4.0, 5.5, 11.0], "latency_overhead_ci_high_pct": [None, 6.0, 6.5, 13.0],
+    })
+    sentence = costs.cheapest_sentence(frame, "net")
+    assert sentence.startswith("**Cheapest in latency on net: `a`**, +5.00% over `none` at batch size 1")
+    assert sentence.endswith("Ranked where their 95% intervals separate: `a` ≈ `b` < `c`.")
+    frame.loc[2, ["latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct"]] = [6.2, 6.5]
+    assert "`a` < `b` < `c`" in costs.cheapest_sentence(frame, "net")
+
+
+def test_runs_timed_before_pairing_rank_by_their_median_intervals() -> None:
     frame = pd.DataFrame({
         "attention": ["none", "a", "b"], "batch_size": [1, 1, 1], "latency_overhead_pct": [0.0, 5.0, 6.0],
         "latency_ms_ci_low": [9.0, 9.4, 9.5], "latency_ms_ci_high": [9.1, 9.6, 9.7],
     })
-    sentence = costs.cheapest_sentence(frame, "net")
-    assert sentence.startswith("**Cheapest in latency on net: `a`**, +5.00% over `none` at batch size 1")
-    assert "`a` and `b` are within noise of each other" in sentence
+    assert "`a` ≈ `b`" in costs.cheapest_sentence(frame, "net")
     frame.loc[2, ["latency_ms_ci_low", "latency_ms_ci_high"]] = [9.8, 9.9]
-    assert "within noise" not in costs.cheapest_sentence(frame, "net")
+    assert "`a` < `b`" in costs.cheapest_sentence(frame, "net")
 
 
 def test_results_root_reports_the_latest_run_of_each_suite(root: Path, sections: Registry) -> None:
@@ -156,16 +166,17 @@ def test_two_runs_are_compared_by_the_gates_engine(root: Path) -> None:
     target = write_report([root / OLD_SMOKE, root / SMOKE])
     assert target == root / SMOKE / f"compare-{OLD_SMOKE}.md"
     text = target.read_text()
-    assert "## attnbench gate: FAIL (1 failed, 8 new, 2 improvement, 2 unchanged)" in text
+    assert "## attnbench gate: FAIL (1 failed, 8 new, 4 unchanged)" in text
     assert "| failed | resnet18/cbam/4/64/float32/eval/cpu |" in text
-    assert "| improvement | resnet18/se/1/64/float32/eval/cpu | 11 | 9.9 | -10.0% |" in text
-    assert "| unchanged | resnet18/se/4/64/float32/eval/cpu | 28.4 | 28.5 | +0.4% |" in text
+    # Relative to `none`: se at batch 1 is 1.158 x none in A, 1.1 x none in B (none itself 5% faster in B).
+    assert "| unchanged | resnet18/se/1/64/float32/eval/cpu | 1.158 | 1.1 | -5.0% |" in text
+    assert "`none` median -5.3% to +0.0% over 2 setting(s)" in text
     table = json.loads(write_report([root / OLD_SMOKE, root / SMOKE], fmt="json").read_text())["tables"]["comparison"]
     verdicts = {(r["attention"], r["batch_size"]): r["verdict"] for r in table
                 if r["dtype"] == "float32" and r["backbone"] == "resnet18"}
     assert verdicts[("se", 4)] == "unchanged" and verdicts[("eca", 1)] == "new"
     ratio = next(r["ratio"] for r in table if (r["backbone"], r["attention"], r["batch_size"]) == ("resnet18", "se", 4))
-    assert ratio == pytest.approx(28.5 / 28.4, rel=2e-3)
+    assert ratio == pytest.approx((28.5 / 25.0) / (28.4 / 25.0), rel=3e-3)
 
 
 def test_two_runs_without_latency_say_so(root: Path) -> None:

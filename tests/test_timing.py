@@ -379,12 +379,12 @@ def test_module_latency_sums_every_instance_and_captures_its_input() -> None:
 
     built = build_model("resnet18", "se")
     case = CaseSpec("resnet18", attention_entry("se"), 2, 32, "float32", "eval", "cpu")
-    specs = capture_site_inputs(case, built, torch.device("cpu"))
+    timing = TimingSpec(warmup=0, min_repeats=2, max_repeats=2)
+    prepared = prepare_case(case, built, torch.device("cpu"), timing, time.perf_counter)
+    specs = capture_site_inputs(prepared, timing)
     assert len(specs) == len(built.sites) == 8
     assert specs[0] == (TensorSpec((2, 64, 8, 8), torch.float32, False),)
-    timing = TimingSpec(warmup=0, min_repeats=2, max_repeats=2)
     context = MeasureContext(timing, torch.device("cpu"), TickingClock())
-    prepared = prepare_case(case, built, torch.device("cpu"), timing, time.perf_counter)
     # 8 instances in 4 distinct shapes: the sum is over instances, 1 ms each
     assert module_latency(prepared, context).columns == {"module_latency_ms_median": pytest.approx(8.0)}
 

@@ -17,9 +17,16 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", help="significance level of the U test, e.g. 0.01 (default from [gate])")
     parser.add_argument("--metric", default="latency_ms", help="raw samples to compare: latency_ms or wall_ms")
     parser.add_argument("--strict-env", action="store_true", help="refuse runs from different environments")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--absolute", action="store_true",
+        help="compare raw times, not each module's time over `none` of its own run (for torch or hardware "
+        "upgrades on a dedicated machine)",
+    )
+    scale.add_argument("--relative", action="store_true", help="the default: each module over `none` of its own run")
     parser.add_argument(
-        "--relative", action="store_true",
-        help="gate each module's time relative to `none` in its own run (robust to machine drift)",
+        "--fail-on-inconclusive", action="store_true",
+        help="also fail when noise leaves a slowdown of the threshold's size undetected",
     )
 
 
@@ -37,12 +44,12 @@ def run_gate(
     args: argparse.Namespace, project: ProjectConfig, baseline: Path, current: Path, out: Path | None
 ) -> bool:
     """Compares two runs, prints the table and warnings, writes Markdown to `out`; True when it passes."""
-    from attnbench.gate import compare_runs, resolve_run
+    from attnbench.gate import Verdict, compare_runs, resolve_run
     from attnbench.report.compare import comparison_markdown, comparison_table
 
     comparison = compare_runs(
         resolve_run(baseline, "baseline"), resolve_run(current, "current"),
-        gate_config(args, project), args.metric, args.strict_env, relative=args.relative,
+        gate_config(args, project), args.metric, args.strict_env, absolute=args.absolute,
     )
     console.print(comparison_table(comparison))
     for warning in comparison.warnings:
@@ -53,4 +60,4 @@ def run_gate(
         except OSError as error:
             raise ResultsError(f"cannot write {out}: {error.strerror}") from None
         console.print(f"comparison written to {out}")
-    return comparison.passed
+    return comparison.passed and not (args.fail_on_inconclusive and comparison.of(Verdict.INCONCLUSIVE))

@@ -13,6 +13,7 @@ from attnbench.cli.gating import add_gate_arguments, gate_config, run_gate
 from attnbench.config import filter_suite, load_suite
 from attnbench.errors import GateError, UsageError
 
+
 def _summary_table(run_dir: Path) -> Table:
     import pandas as pd
 
@@ -43,6 +44,10 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", nargs="+", help="only these attention keys or labels of the suite")
     parser.add_argument("--resume", metavar="RUN_DIR", help="run only the missing cases of an interrupted run")
     parser.add_argument("--force", action="store_true", help="with --resume: even if the suite file changed")
+    parser.add_argument(
+        "--calibrate", action="store_true",
+        help="also time an A/A twin of `none` in every group: the run records its noise floor (see `calibrate`)",
+    )
     parser.add_argument("--baseline", help="a run directory to compare with; writes RUN_DIR/compare.md")
     parser.add_argument(
         "--fail-on-regression", action="store_true", help="exit 1 when the comparison with --baseline fails"
@@ -59,6 +64,7 @@ def _progress_columns() -> tuple:
 
 @command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
+    from attnbench.calibration import with_twin
     from attnbench.guards import Interrupted
     from attnbench.runner import resume_run, run_suite
 
@@ -86,6 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 loaded = load_suite(args.suite, project)
                 suite = filter_suite(loaded, args.backbone, args.attention, args.device)
+                if args.calibrate:
+                    suite = with_twin(suite)
                 out = Path(args.out) if args.out else None
                 run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint)
         except Interrupted as interruption:

@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from attnbench.config.specs import DEVICES, L2_FLUSH, TimingSpec
+from attnbench.config.specs import DEVICES, L2_FLUSH, LOW_PRECISION, TimingSpec
 from attnbench.config.toml import Section, read_toml
 from attnbench.errors import ConfigError
 from attnbench.registry import unknown_name_message
@@ -81,7 +81,7 @@ class ProjectConfig:
 
 def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> TimingSpec:
     """A [timing] table over `base` (the project's defaults for a suite, the built-in ones for the project)."""
-    section = Section(data, source, prefix, tuple(TimingSpec.__dataclass_fields__))
+    section = Section(data, source, prefix, (*TimingSpec.__dataclass_fields__, "rounds"))
     timing = TimingSpec(
         warmup=section.positive_int("warmup", base.warmup, minimum=0),
         min_repeats=section.positive_int("min_repeats", base.min_repeats),
@@ -92,18 +92,34 @@ def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -
         l2_flush=_l2_flush(section, base.l2_flush),
         isolate=section.get("isolate", bool, base.isolate),
         compile_backend=_compile_backend(section, base.compile_backend),
-        rounds=section.positive_int("rounds", base.rounds),
+        tf32=section.get("tf32", bool, base.tf32),
+        low_precision=section.choice("low_precision", LOW_PRECISION, base.low_precision),
+        cuda_graphs=section.get("cuda_graphs", bool, base.cuda_graphs),
+        interleave=_interleave(section, base.interleave),
+        calls_per_turn=section.positive_int("calls_per_turn", base.calls_per_turn),
+        turn_warmup=section.positive_int("turn_warmup", base.turn_warmup, minimum=0),
+        precision=section.get("precision", float, base.precision),
     )
     if timing.max_repeats < timing.min_repeats:
         raise ConfigError(
             f"{source}: [{prefix}] max_repeats ({timing.max_repeats}) must be >= "
             f"min_repeats ({timing.min_repeats})"
         )
-    for key in ("max_seconds", "max_case_seconds"):
+    for key in ("max_seconds", "max_case_seconds", "precision"):
         value = getattr(timing, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
     return timing
+
+
+def _interleave(section: Section, default: bool) -> bool:
+    """`interleave`, or the older `rounds` (a count of interleaved rounds: 1 meant one case after the
+    other), which suites and stored runs written before paired timing still carry."""
+    if "rounds" in section.data:
+        if "interleave" in section.data:
+            raise ConfigError(f"{section.where('rounds')}: give `interleave` only (`rounds` is its older form)")
+        return section.positive_int("rounds") > 1
+    return section.get("interleave", bool, default)
 
 
 def _l2_flush(section: Section, default: str) -> str:

@@ -14,6 +14,7 @@ MODES = ("eval", "train")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 L2_FLUSH = ("auto", "on", "off")
+LOW_PRECISION = ("autocast", "convert")
 CPU_DTYPES = ("float32", "bfloat16")
 
 
@@ -34,10 +35,28 @@ class TimingSpec:
     """Each comparison group in a fresh subprocess; None = on for CUDA, off for the CPU."""
     compile_backend: str = "inductor"
     """torch.compile backend for cases with compile = true."""
-    rounds: int = 4
-    """Cases that differ only in their attention entry are timed in this many interleaved rounds, so that
-    drift of the machine (frequency, neighbours) lands on the module and its baseline alike; 1 = one
-    case after the other."""
+    tf32: bool | None = None
+    """CUDA float32 matmuls and convolutions in TF32 (torch.backends.cuda.matmul / cudnn .allow_tf32);
+    None leaves PyTorch's defaults (TF32 convolutions, full-FP32 matmuls on Ampere and later)."""
+    low_precision: str = "autocast"
+    """How float16/bfloat16 cases run: `autocast` (weights stay float32 and are cast per call, as mixed-
+    precision training and many inference scripts run) or `convert` (model and input converted to the
+    dtype once, as deployment runs them)."""
+    cuda_graphs: bool = False
+    """CUDA: also capture each case's step in a CUDA graph and time its replay (graph_ms_median), so that
+    eager latency minus replay shows the launch and dispatch overhead."""
+    interleave: bool = True
+    """Cases that differ only in their attention entry (a comparison group) are timed together, in rounds
+    of randomized order, so that drift of the machine lands on a module and its `none` alike and each
+    overhead comes from the pairs; false = one case after the other."""
+    calls_per_turn: int = 1
+    """Timed calls of a case in each of its turns (1: the finest alternation, call by call)."""
+    turn_warmup: int = 0
+    """Untimed calls at the start of each turn, after the other cases' calls evicted this one's data."""
+    precision: float | None = None
+    """Target 95% interval half-width of each overhead over `none`, in percentage points (of the median
+    itself for a group without `none`): timing stops once every case of the group meets it, or at the cap
+    of max_seconds per case. None: time each group until the cap."""
 
     def isolate_on(self, device_type: str) -> bool:
         return self.isolate if self.isolate is not None else device_type == "cuda"

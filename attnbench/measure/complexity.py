@@ -21,6 +21,7 @@ coming from memory and their outputs going back to it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections import Counter
@@ -69,10 +70,9 @@ class OpRecord:
 class OpCounter(FlopCounterMode):
     """FlopCounterMode that hands every executed op to the rule table and records its memory accesses."""
 
-    def __init__(self, attention_scopes: set[str], float_bytes: int):
+    def __init__(self, attention_scopes: set[str]):
         super().__init__(display=False)
         self.attention_scopes = attention_scopes
-        self.float_bytes = float_bytes
         self.records: list[OpRecord] = []
         self.uncounted: Counter[str] = Counter()
         self._alive: list[Any] = []  # storages stay alive, so their addresses name them uniquely
@@ -80,9 +80,8 @@ class OpCounter(FlopCounterMode):
     def access(self, tensor: torch.Tensor) -> Access:
         storage = tensor.untyped_storage()._cdata
         stored = math.prod(size for size, stride in zip(tensor.shape, tensor.stride()) if stride != 0)
-        itemsize = self.float_bytes if tensor.is_floating_point() else tensor.element_size()
         view = (storage, tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
-        return Access(storage, view, stored * itemsize)
+        return Access(storage, view, stored * tensor.element_size())
 
     def _count_flops(self, func_packet: Any, out: Any, args: tuple, kwargs: dict) -> Any:
         name = str(func_packet)
@@ -212,22 +211,42 @@ def attention_scopes(model: nn.Module, sites: list[Site]) -> set[str]:
 
 
 def _count_pass(
-    model: nn.Module, scopes: set[str], shape: tuple[int, ...], float_bytes: int, mode: FakeTensorMode
+    model: nn.Module, scopes: set[str], shape: tuple[int, ...], precision: Precision, mode: FakeTensorMode
 ) -> tuple[dict[str, int], Counter[str]]:
     tensors = itertools.chain(model.parameters(), model.buffers())
     device = next(tensors, torch.empty(0)).device
     with torch.no_grad(), mode:
-        inputs = torch.empty(shape, device=device)
-        with OpCounter(scopes, float_bytes) as counter:
+        inputs = torch.empty(shape, device=device, dtype=precision.input_dtype)
+        with precision.autocast(device), OpCounter(scopes) as counter:
             output = model(inputs)
         outputs = {counter.access(t).storage for t in tree_leaves(output) if isinstance(t, torch.Tensor)}
     return tally(counter.records, outputs), counter.uncounted
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How a forward runs in reduced precision: under autocast (casts inside the forward, float32 weights
+    read and cast on every call) or on a model and input converted to the dtype."""
+
+    dtype: torch.dtype = torch.float32
+    autocasts: bool = False
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32 if self.autocasts else self.dtype
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if not self.autocasts or self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
 def count_complexity(
-    model: nn.Module, sites: list[Site], image_shape: tuple[int, ...], float_bytes: int = 4
+    model: nn.Module, sites: list[Site], image_shape: tuple[int, ...], precision: Precision = Precision()
 ) -> Complexity:
-    """Counts inference forwards of `model` (in eval mode) on batches of one and two `image_shape` inputs.
+    """Counts inference forwards of `model` (in eval mode, as it runs: its own dtype, under autocast when
+    `precision` says so) on batches of one and two `image_shape` inputs; every tensor is counted at the
+    size of its elements.
 
     Both passes share one fake-tensor mode, so the parameters are converted to fake tensors once.
     """
@@ -236,8 +255,8 @@ def count_complexity(
     scopes = attention_scopes(model, sites)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     try:
-        at_one, uncounted = _count_pass(model, scopes, (1, *image_shape), float_bytes, mode)
-        at_two, _ = _count_pass(model, scopes, (2, *image_shape), float_bytes, mode)
+        at_one, uncounted = _count_pass(model, scopes, (1, *image_shape), precision, mode)
+        at_two, _ = _count_pass(model, scopes, (2, *image_shape), precision, mode)
     finally:
         model.train(was_training)
     return Complexity(at_one, at_two, uncounted)
@@ -291,11 +310,11 @@ inference forward of the eager model."""
 @metric("complexity")
 def complexity(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
     case, built = prepared.case, prepared.built
-    float_bytes = DTYPES[case.dtype].itemsize
-    key = ("complexity", case.backbone, case.attention, case.placement, case.resolution, float_bytes)
+    precision = Precision(DTYPES[case.dtype], context.timing.low_precision == "autocast")
+    key = ("complexity", case.backbone, case.attention, case.placement, case.resolution, precision)
     if key not in context.cache:
         image = (3, case.resolution, case.resolution)
-        context.cache[key] = count_complexity(built.model, built.sites, image, float_bytes)
+        context.cache[key] = count_complexity(built.model, built.sites, image, precision)
     counts: Complexity = context.cache[key]
     columns: dict[str, Any] = counts.at_batch(case.batch_size)
     baseline = case.attention.key == BASELINE

@@ -68,17 +68,18 @@ MemoryProbe = Callable[[Step, CaseSpec, torch.device], MemoryPeak]
 
 
 def cuda_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
-    """max_memory_allocated over one step minus what was allocated before it; reserved is absolute:
-    what the caching allocator held at its peak (weights, cache and all)."""
+    """max_memory_allocated over one step minus what was allocated before it; reserved likewise: the blocks
+    the caching allocator had to reserve for the step beyond what it held before (the group's other models
+    and the weights stay out of it, so cases timed together read alike)."""
     gc.collect()
     torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()  # so that reserved reflects this case, not blocks cached by earlier ones
+    torch.cuda.empty_cache()  # so that the step's reservations are its own, not blocks cached by earlier ones
     torch.cuda.reset_peak_memory_stats(device)
-    baseline = torch.cuda.memory_allocated(device)
+    allocated, reserved = torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
     step()
     torch.cuda.synchronize(device)
     return MemoryPeak(
-        torch.cuda.max_memory_allocated(device) - baseline, torch.cuda.max_memory_reserved(device)
+        torch.cuda.max_memory_allocated(device) - allocated, torch.cuda.max_memory_reserved(device) - reserved
     )
 
 

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnbench.backbones import BuiltModel
-from attnbench.config import CaseSpec
+from attnbench.config import TimingSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
-from attnbench.measure.prepared import PreparedCase, autocast_context, memory_format, prepare_step
+from attnbench.measure.prepared import PreparedCase, autocast_context, memory_format, prepare_step, stored_dtype
 from attnbench.measure.timing import adaptive_repeats, apply_flush_rule, make_timer
 
 
@@ -47,8 +46,10 @@ def _spec(value):
     return TensorSpec(tuple(value.shape), value.dtype, channels_last)
 
 
-def capture_site_inputs(case: CaseSpec, built: BuiltModel, device: torch.device) -> list[tuple]:
-    """The positional arguments each site's module received in one eval forward, as specs."""
+def capture_site_inputs(prepared: PreparedCase, timing: TimingSpec) -> list[tuple]:
+    """The positional arguments each site's module received in one eval forward of the prepared model (on
+    its device, dtype and memory format), as specs."""
+    case, built, device = prepared.case, prepared.built, prepared.device
     captured: dict[int, tuple] = {}
 
     def record(index: int):
@@ -57,14 +58,14 @@ def capture_site_inputs(case: CaseSpec, built: BuiltModel, device: torch.device)
 
         return hook
 
-    fmt = memory_format(case)
-    model = built.model.to(device, memory_format=fmt)
-    inputs = torch.randn(1, 3, case.resolution, case.resolution, device=device).contiguous(memory_format=fmt)
+    model, dtype = built.model, stored_dtype(case, timing)
+    image = torch.randn(1, 3, case.resolution, case.resolution, device=device, dtype=dtype)
+    inputs = image.contiguous(memory_format=memory_format(case))
     handles = [site.module.register_forward_pre_hook(record(i)) for i, site in enumerate(built.sites)]
     was_training = model.training
     try:
         model.eval()
-        with torch.inference_mode(), autocast_context(case.dtype, device):
+        with torch.inference_mode(), autocast_context(case, timing, device):
             model(inputs)
     finally:
         model.train(was_training)
@@ -86,7 +87,7 @@ def module_latency(prepared: PreparedCase, context: MeasureContext) -> MetricRes
     case, built = prepared.case, prepared.built
     if not built.sites:
         return MetricResult({"module_latency_ms_median": 0.0})
-    specs = capture_site_inputs(case, built, context.device)
+    specs = capture_site_inputs(prepared, context.timing)
     keys = [(repr(site.module), args) for site, args in zip(built.sites, specs)]
     representative: dict[tuple, nn.Module] = {}
     for key, site in zip(keys, built.sites):

@@ -68,11 +68,20 @@ def check_supported(case: CaseSpec, timing: TimingSpec) -> None:
 # --- steps ----------------------------------------------------------------------------------------
 
 
-def autocast_context(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """float32 runs as is; float16 and bfloat16 run under autocast, as mixed-precision users run them."""
-    if dtype == "float32":
+def autocasts(case: CaseSpec, timing: TimingSpec) -> bool:
+    """Whether the case runs under autocast: a float16/bfloat16 case of a suite with low_precision = autocast."""
+    return case.dtype != "float32" and timing.low_precision == "autocast"
+
+
+def stored_dtype(case: CaseSpec, timing: TimingSpec) -> torch.dtype:
+    """The dtype the model and its input are stored in: the case's, when converted; float32 under autocast."""
+    return torch.float32 if autocasts(case, timing) else DTYPES[case.dtype]
+
+
+def autocast_context(case: CaseSpec, timing: TimingSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    if not autocasts(case, timing):
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+    return torch.autocast(device_type=device.type, dtype=DTYPES[case.dtype])
 
 
 def memory_format(case: CaseSpec) -> torch.memory_format:
@@ -143,7 +152,7 @@ def prepare_step(
     if case.compile:
         runnable = torch.compile(module, backend=timing.compile_backend, dynamic=False)
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-3) if optimize and case.mode == "train" else None
-    step = MODE_STEPS[case.mode](module, runnable, inputs, autocast_context(case.dtype, device), optimizer)
+    step = MODE_STEPS[case.mode](module, runnable, inputs, autocast_context(case, timing, device), optimizer)
     tensors = [*module.parameters(), *module.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))]
     prepared = PreparedStep(step, optimizer, None, sum(t.numel() * t.element_size() for t in tensors))
     if case.compile:
@@ -189,10 +198,10 @@ class PreparedCase:
 def prepare_case(
     case: CaseSpec, built: BuiltModel, device: torch.device, timing: TimingSpec, clock: Clock
 ) -> PreparedCase:
-    """The whole network on the case's device, memory format and input shape, with its step."""
-    fmt = memory_format(case)
-    model = built.model.to(device, memory_format=fmt)
-    inputs = (torch.randn(case.batch_size, 3, case.resolution, case.resolution, device=device).contiguous(
-        memory_format=fmt
-    ),)
+    """The whole network on the case's device, dtype (converted, or float32 under autocast), memory format
+    and input shape, with its step."""
+    fmt, dtype = memory_format(case), stored_dtype(case, timing)
+    model = built.model.to(device, dtype=dtype, memory_format=fmt)
+    image = torch.randn(case.batch_size, 3, case.resolution, case.resolution, device=device, dtype=dtype)
+    inputs = (image.contiguous(memory_format=fmt),)
     return PreparedCase(case, built, device, inputs, prepare_step(case, model, inputs, device, timing, clock, True))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binom
 
 NOISY_IQR_FRACTION = 0.10
 """A case whose IQR exceeds this fraction of its median is flagged as noisy."""
@@ -42,3 +44,60 @@ def summarize(samples: Sequence[float], prefix: str = "latency_ms") -> dict[str,
         "repeats": int(values.size),
         "noisy": bool(median > 0 and iqr / median > NOISY_IQR_FRACTION),
     }
+
+
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval of the median: the order statistics X_(j) and X_(n-1-j), j the
+    binomial(n, 1/2) quantile at (1 - confidence) / 2. Exact coverage for any continuous distribution,
+    no resampling and nothing random: the same samples give the same interval in every report."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = ordered.size
+    if n == 0:
+        raise ValueError("no values for an interval")
+    j = int(binom.ppf((1 - confidence) / 2, n, 0.5))
+    j = max(0, j - 1) if binom.cdf(j, n, 0.5) > (1 - confidence) / 2 else j
+    return float(ordered[j]), float(ordered[n - 1 - j])
+
+
+Rounds = tuple[np.ndarray, np.ndarray]
+"""(round indices, one value per round), indices ascending."""
+
+
+def per_round(values: Sequence[float], rounds: Sequence[int]) -> Rounds:
+    """A case's samples reduced to one value per round: the mean of its calls in that round's turn."""
+    index = np.asarray(rounds, dtype=np.int64)
+    taken = np.asarray(values, dtype=float)
+    if index.size == 0:
+        return index, taken
+    counts = np.bincount(index)
+    present = np.flatnonzero(counts)
+    return present, np.bincount(index, weights=taken)[present] / counts[present]
+
+
+def paired_ratios(module: Rounds, baseline: Rounds) -> np.ndarray:
+    """module / baseline in every round both were timed in: the machine's drift cancels within a round."""
+    common, in_module, in_baseline = np.intersect1d(module[0], baseline[0], return_indices=True)
+    return module[1][in_module] / baseline[1][in_baseline]
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """A module's latency over its `none`, in %, from the rounds they were timed in together."""
+
+    pct: float
+    ci_low_pct: float
+    ci_high_pct: float
+    pairs: int
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width, in points: the precision a suite's target is met against."""
+        return (self.ci_high_pct - self.ci_low_pct) / 2
+
+
+def paired_overhead(ratios: np.ndarray, confidence: float = 0.95) -> Overhead | None:
+    """The median of the per-round ratios and its distribution-free interval, as % over `none`."""
+    if ratios.size == 0:
+        return None
+    low, high = median_ci(ratios, confidence)
+    return Overhead((float(np.median(ratios)) - 1) * 100, (low - 1) * 100, (high - 1) * 100, int(ratios.size))

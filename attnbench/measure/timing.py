@@ -8,6 +8,7 @@ launch-bound case shows as wall time well above device time.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import torch
 
 from attnbench.config import TimingSpec
 from attnbench.measure.prepared import Clock, PreparedCase, Step, compiled_graphs
-from attnbench.measure.stats import summarize
+from attnbench.measure.stats import median_ci, paired_overhead, paired_ratios, per_round, summarize
+from attnbench.modules import BASELINE
 
 
 # --- timers ---------------------------------------------------------------------------------------
@@ -58,9 +60,23 @@ class CpuTimer(Timer):
 
 
 class CudaTimer(Timer):
-    """CUDA events around the call for device time; synchronize + the clock around it for wall time."""
+    """CUDA events around each call for device time, read after one synchronize at the end of the call.
+
+    Before the start event the GPU is kept busy, by the L2 flush or else by a short spin kernel, and
+    nothing synchronizes between that and the call: by the time the GPU reaches the start event, the CPU
+    has queued the call's first kernels, so neither the synchronize's latency nor the Python time before
+    the first launch lands in the events, while the gaps between the call's own kernels (the launches
+    eager mode really pays) do. Timing N calls between one pair of events instead (triton's do_bench
+    batch) would hide those gaps whenever the CPU runs ahead: a throughput, not a call's latency. The
+    CUDA-graph replay (graph_ms_median) measures the call without any launch gap.
+
+    The wall time is the host's: the clock around issuing the call (Python, dispatch and launches), not
+    waiting for it; a case whose wall time exceeds its device time is launch-bound.
+    """
 
     min_warmup = 1  # the first call of a shape runs lazy init and cuDNN's algorithm search
+    SPIN_CYCLES = 200_000
+    """~0.1 ms at 2 GHz: longer than the host takes to issue a call's first kernels."""
 
     def __init__(self, device: torch.device, clock: Clock):
         super().__init__(device, clock)
@@ -79,15 +95,17 @@ class CudaTimer(Timer):
         self.flush = buffer.zero_
 
     def __call__(self, step: Step) -> tuple[float, float]:
+        self.synchronize()  # the previous call is done: its time is not this one's
         if self.flush is not None:
-            self.flush()  # outside the timed region: before the synchronize and the start event
-        self.synchronize()
-        wall_start = self.clock()
+            self.flush()
+        else:
+            torch.cuda._sleep(self.SPIN_CYCLES)
         self.start_event.record()
+        wall_start = self.clock()
         step()
+        wall_ms = (self.clock() - wall_start) * 1e3
         self.end_event.record()
         self.synchronize()
-        wall_ms = (self.clock() - wall_start) * 1e3
         return self.start_event.elapsed_time(self.end_event), wall_ms
 
 
@@ -120,6 +138,8 @@ class Timings:
 
     latency_ms: list[float] = field(default_factory=list)
     wall_ms: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    """The round of each sample: samples of one round were taken in one randomized pass over the group."""
     elapsed_s: float = 0.0
     """Wall time of every call of the step while it was timed: warm-up, untimed and timed calls."""
     graphs: int = 0
@@ -162,17 +182,46 @@ def adaptive_repeats(step: Step, timing: TimingSpec, timer: Timer, clock: Clock,
     return timings
 
 
-def interleaved_repeats(
-    steps: dict[str, Step], timing: TimingSpec, timers: dict[str, Timer], clock: Clock,
-    probe: Probe | None = None,
-) -> dict[str, Timings]:
-    """Times several steps in `timing.rounds` rounds, each step taking its turn in every round.
+class PrecisionTarget:
+    """Whether every case of a group is known well enough to stop timing: each module's paired overhead over
+    the baseline has a 95% interval no wider than ±`points`; without a baseline in the group, each case's
+    median has an interval no wider than ±`points` % of itself."""
 
-    Each turn starts with one untimed call (the previous step evicted this one's weights from the
-    caches), then times at least min_repeats / rounds calls and goes on for max_seconds / rounds, at most
-    max_repeats / rounds calls (and max_repeats in all). Over all rounds a step gets what adaptive_repeats
-    would give it, but slow drift of the machine is spread over every step instead of landing on
-    whichever ran at the wrong moment.
+    def __init__(self, points: float, baseline: str | None):
+        self.points, self.baseline = points, baseline
+
+    def met(self, timings: dict[str, Timings]) -> bool:
+        return all(half_width <= self.points for half_width in self.half_widths(timings).values())
+
+    def half_widths(self, timings: dict[str, Timings]) -> dict[str, float]:
+        """Each case's interval half-width in points (modules over the baseline, or alone)."""
+        if self.baseline is None:
+            return {key: _relative_half_width(taken.latency_ms) for key, taken in timings.items()}
+        base = per_round(timings[self.baseline].latency_ms, timings[self.baseline].rounds)
+        widths = {}
+        for key, taken in timings.items():
+            if key != self.baseline:
+                overhead = paired_overhead(paired_ratios(per_round(taken.latency_ms, taken.rounds), base))
+                widths[key] = overhead.half_width if overhead else math.inf
+        return widths
+
+
+def _relative_half_width(samples: list[float]) -> float:
+    low, high = median_ci(samples)
+    return (high - low) / 2 / float(np.median(samples)) * 100
+
+
+def paired_rounds(
+    steps: dict[str, Step], timing: TimingSpec, timers: dict[str, Timer], clock: Clock, seed: int,
+    target: PrecisionTarget | None = None, probe: Probe | None = None,
+) -> dict[str, Timings]:
+    """Times the steps of a group in rounds: every round calls each step in a new random order (randomized
+    multiple interleaved trials, Abedi & Brecht, ICPE 2017), `calls_per_turn` timed calls per turn after
+    `turn_warmup` untimed ones. Drift of the machine then lands on every step of a round alike, and a
+    module's overhead over its baseline is taken round by round (stats.paired_overhead).
+
+    After warm-up and at least `min_repeats` rounds, timing stops when the precision target is met, or at
+    the cap of `max_seconds` per step (wall, harness work included), or after `max_repeats` rounds.
     """
     timings = {key: Timings() for key in steps}
     for key, step in steps.items():
@@ -180,25 +229,29 @@ def interleaved_repeats(
             for _ in range(max(timing.warmup, timers[key].min_warmup)):
                 step()
             timers[key].synchronize()
-    per_round_min = math.ceil(timing.min_repeats / timing.rounds)
-    per_round_max = math.ceil(timing.max_repeats / timing.rounds)
-    per_round_seconds = timing.max_seconds / timing.rounds
-    for _ in range(timing.rounds):
-        for key, step in steps.items():
-            timer, taken = timers[key], timings[key]
-            if len(taken.latency_ms) >= timing.max_repeats:
-                continue
+    rng = np.random.default_rng(seed)
+    keys = list(steps)
+    cap = timing.max_seconds * len(steps)
+    start = clock()
+    for round_index in range(timing.max_repeats):
+        for position in rng.permutation(len(keys)):
+            key = keys[position]
+            step, timer, taken = steps[key], timers[key], timings[key]
             with booked(taken, clock, probe):
-                step()
-                timer.synchronize()
-                turn_start, calls = clock(), 0
-                while calls < per_round_max and len(taken.latency_ms) < timing.max_repeats and (
-                    calls < per_round_min or clock() - turn_start < per_round_seconds
-                ):
+                for _ in range(timing.turn_warmup):
+                    step()
+                for _ in range(timing.calls_per_turn):
                     latency_ms, wall_ms = timer(step)
                     taken.latency_ms.append(latency_ms)
                     taken.wall_ms.append(wall_ms)
-                    calls += 1
+                    taken.rounds.append(round_index)
+        done = round_index + 1
+        # The target is checked about ten times per doubling of the rounds: often enough to stop soon
+        # after it is met, rarely enough to cost nothing beside the calls.
+        if done >= timing.min_repeats and (
+            clock() - start >= cap or (target is not None and done % max(1, done // 10) == 0 and target.met(timings))
+        ):
+            break
     return timings
 
 
@@ -211,6 +264,8 @@ class GroupTimings:
 
     timings: dict[str, Timings]
     l2_flush: bool
+    baseline: str | None = None
+    """The case id of the group's `none`, which the paired overheads are taken over."""
 
 
 def group_flush(timers: list[Timer], rule: str, working_sets: list[int]) -> bool:
@@ -220,27 +275,46 @@ def group_flush(timers: list[Timer], rule: str, working_sets: list[int]) -> bool
 
 
 def time_group(prepared: dict[str, PreparedCase], timing: TimingSpec, clock: Clock) -> GroupTimings:
-    """Times the prepared cases of one comparison group: in interleaved rounds when there are several,
-    each case on its own timer, all with the same flush decision."""
+    """Times the prepared cases of one comparison group together in paired rounds, each case on its own
+    timer, all with the same flush decision; the order of every round is seeded by the group."""
     timers = {key: make_timer(case.device, clock) for key, case in prepared.items()}
     flushed = group_flush(
         list(timers.values()), timing.l2_flush, [case.prepared.working_set_bytes for case in prepared.values()]
     )
     compiles = any(case.case.compile for case in prepared.values())
-    probe = compiled_graphs if compiles else None
+    baseline = next((key for key, case in prepared.items() if case.case.attention.key == BASELINE
+                     and case.case.attention.label == BASELINE), None)
+    target = PrecisionTarget(timing.precision, baseline) if timing.precision else None
+    seed = zlib.crc32("/".join(sorted(prepared)).encode())
     steps = {key: case.step for key, case in prepared.items()}
-    if len(steps) == 1:
-        (key, step), = steps.items()
-        return GroupTimings({key: adaptive_repeats(step, timing, timers[key], clock, probe)}, flushed)
-    return GroupTimings(interleaved_repeats(steps, timing, timers, clock, probe), flushed)
+    timings = paired_rounds(steps, timing, timers, clock, seed, target, compiled_graphs if compiles else None)
+    return GroupTimings(timings, flushed, baseline)
 
 
-def latency_columns(prepared: PreparedCase, timings: Timings, flushed: bool) -> dict[str, Any]:
-    """The latency columns of cases.csv, derived from the raw samples."""
+def latency_columns(
+    prepared: PreparedCase, group: GroupTimings, precision: float | None
+) -> dict[str, Any]:
+    """The latency columns of cases.csv, derived from the raw samples: statistics of the case's own
+    samples, and for a module its overhead over the group's `none`, round by round."""
+    timings = group.timings[prepared.case.case_id]
+    flushed = group.l2_flush
     stats: dict[str, Any] = summarize(timings.latency_ms)
     stats["wall_ms_median"] = float(np.median(timings.wall_ms))
     stats["throughput_ips"] = prepared.case.batch_size / (stats["latency_ms_median"] / 1e3)
     stats["l2_flush"] = flushed
+    if group.baseline is not None and group.baseline != prepared.case.case_id:
+        base = group.timings[group.baseline]
+        ratios = paired_ratios(per_round(timings.latency_ms, timings.rounds), per_round(base.latency_ms, base.rounds))
+        overhead = paired_overhead(ratios)
+        if overhead is not None:
+            stats.update(
+                latency_overhead_pct=overhead.pct, latency_overhead_ci_low_pct=overhead.ci_low_pct,
+                latency_overhead_ci_high_pct=overhead.ci_high_pct,
+            )
+            if precision:
+                stats["precision_met"] = overhead.half_width <= precision
+    elif precision:
+        stats["precision_met"] = _relative_half_width(timings.latency_ms) <= precision
     if prepared.case.compile:
         stats["compile_s"] = prepared.prepared.compile_s
         stats["compile_graphs"] = prepared.prepared.graphs + timings.graphs

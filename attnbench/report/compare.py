@@ -20,6 +20,7 @@ from attnbench.results import CASE_KEY, Run
 STYLES = {
     Verdict.REGRESSION: "bold red",
     Verdict.FAILED: "red",
+    Verdict.INCONCLUSIVE: "yellow",
     Verdict.MISSING: "yellow",
     Verdict.NEW: "cyan",
     Verdict.IMPROVEMENT: "green",
@@ -68,14 +69,14 @@ def comparison_records(comparison: Comparison) -> pd.DataFrame:
     return frame
 
 
-def _row(case: CaseComparison, metric: str) -> dict[str, str]:
+def _row(case: CaseComparison, quantity: str) -> dict[str, str]:
     stats = case.stats
     # The case path is what [[gate.cases]] patterns match, so showing it tells users how to write one.
     return {
         "verdict": case.verdict.value,
         "case": case.path,
-        f"baseline {metric} median": _number(case.baseline_median, ".4g"),
-        f"current {metric} median": _number(case.current_median, ".4g"),
+        f"baseline {quantity} median": _number(case.baseline_median, ".4g"),
+        f"current {quantity} median": _number(case.current_median, ".4g"),
         "change": _number(stats.ratio - 1, "+.1%") if stats else "",
         "CI of ratio": f"[{stats.ci_low:.3f}, {stats.ci_high:.3f}]" if stats else "",
         "p": _number(stats.p_value, ".2g") if stats else "",
@@ -87,7 +88,7 @@ def _row(case: CaseComparison, metric: str) -> dict[str, str]:
 
 def comparison_frame(comparison: Comparison) -> pd.DataFrame:
     """One row per case, worst verdicts first; every value already formatted for display."""
-    return pd.DataFrame([_row(case, comparison.metric) for case in _ordered(comparison)])
+    return pd.DataFrame([_row(case, comparison.quantity) for case in _ordered(comparison)])
 
 
 def headline(comparison: Comparison) -> str:
@@ -110,7 +111,8 @@ RULE = (
     "A regression is a case whose median {metric} is slower than the threshold with {confidence:.0%} "
     "bootstrap confidence, whose raw samples differ by a Mann-Whitney U test at p < α, and whose "
     "(1 - α) bootstrap interval of the ratio lies above 1. A case that ran in the baseline but fails "
-    "now also fails the gate."
+    "now also fails the gate. A case is inconclusive when its interval still reaches a slowdown of the "
+    "threshold's size: the noise hid whether it slowed down."
 )
 
 

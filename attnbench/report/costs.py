@@ -26,7 +26,8 @@ COST_WORDS = {
 
 
 def cheapest_sentence(frame: pd.DataFrame, title: str) -> str:
-    """Names the cheapest and the dearest module by the best cost measured; says when noise blurs it."""
+    """Names the cheapest and the dearest module by the best cost measured; with latency, ranks the
+    modules only where their intervals separate (≈ where they overlap at some batch size)."""
     column, cost, batches = tables.module_costs(frame)
     if column is None or cost.empty:
         return ""
@@ -40,25 +41,54 @@ def cheapest_sentence(frame: pd.DataFrame, title: str) -> str:
     else:
         text = f"**Cheapest in {what} on {title}: `{cost.index[0]}`**, {signed(cost.iloc[0])}% over `{BASELINE}`{where}"
         text += f"; the most expensive is `{cost.index[-1]}`, {signed(cost.iloc[-1])}%"
-        if timed and _tied(frame, cost.index[0], cost.index[1], batches):
-            text += (f". `{cost.index[0]}` and `{cost.index[1]}` are within noise of each other: their 95% "
-                     "confidence intervals overlap at every batch size")
+        if timed and _intervals(frame):
+            text += f". Ranked where their 95% intervals separate: {_ranking(frame, list(cost.index), batches)}"
     noisy = int(tables.as_flag(frame["noisy"]).sum()) if timed and "noisy" in frame else 0
     if noisy:
         text += f". {noisy} of the {len(frame)} cases behind this are noisy: rerun on a quieter machine"
     return text + "."
 
 
-def _tied(frame: pd.DataFrame, first: str, second: str, batches: list) -> bool:
-    if not tables.measured(frame, ["latency_ms_ci_low", "latency_ms_ci_high"]):
-        return False
+OVERHEAD_INTERVAL = ("latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct")
+MEDIAN_INTERVAL = ("latency_ms_ci_low", "latency_ms_ci_high")
+
+
+def _intervals(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """The intervals modules are ranked by: their paired overheads', or (runs timed before pairing) their
+    medians'."""
+    modules = frame[frame["attention"] != BASELINE]
+    return next((bounds for bounds in (OVERHEAD_INTERVAL, MEDIAN_INTERVAL) if tables.measured(modules, list(bounds))),
+                None)
+
+
+def _ranking(frame: pd.DataFrame, order: list[str], batches: list) -> str:
+    """`eca < se ≈ se-bias < cbam`: `<` where two neighbours' intervals separate at every batch size."""
+    text = f"`{order[0]}`"
+    for first, second in zip(order, order[1:]):
+        text += f" {'≈' if _overlap(frame, first, second, batches) else '<'} `{second}`"
+    return text
+
+
+def _overlap(frame: pd.DataFrame, first: str, second: str, batches: list) -> bool:
+    """Whether the two modules' intervals overlap at some batch size they both finished."""
+    low, high = _intervals(frame)
     a = frame[frame["attention"] == first].set_index("batch_size")
     b = frame[frame["attention"] == second].set_index("batch_size")
     both = a.index.intersection(b.index).intersection(batches)
-    low_a, high_a = (pd.to_numeric(a.loc[both, c]) for c in ("latency_ms_ci_low", "latency_ms_ci_high"))
-    low_b, high_b = (pd.to_numeric(b.loc[both, c]) for c in ("latency_ms_ci_low", "latency_ms_ci_high"))
-    overlap = (low_a <= high_b) & (low_b <= high_a)
-    return bool(len(both)) and bool(overlap.all())
+    low_a, high_a = (pd.to_numeric(a.loc[both, c]) for c in (low, high))
+    low_b, high_b = (pd.to_numeric(b.loc[both, c]) for c in (low, high))
+    separate = (high_a < low_b) | (high_b < low_a)
+    return not (len(both) and bool(separate.all()))
+
+
+def overhead_cell(case: pd.Series) -> Cell | None:
+    """A module's latency overhead with its 95% interval, `+10.3 (9.12 to 11.5)`; None when not measured."""
+    value = case.get("latency_overhead_pct")
+    if value is None or pd.isna(value):
+        return None
+    low, high = (case.get(bound) for bound in OVERHEAD_INTERVAL)
+    interval = f" ({sig3(low)} to {sig3(high)})" if pd.notna(low) and pd.notna(high) else ""
+    return signed(value) + interval
 
 
 @dataclass(frozen=True)
@@ -88,7 +118,7 @@ def overhead_columns(group: pd.DataFrame, at: Callable[[int, str, Callable], Cal
             ))
     if tables.measured(group, ["latency_overhead_pct"]):
         columns += [
-            OverheadColumn(f"latency b={n} (%)", at(n, "latency_overhead_pct", signed),
+            OverheadColumn(f"latency b={n} (%)", at(n, "latency_overhead_shown", str),
                            at(n, "latency_ms_median", lambda v: f"{sig3(v)} ms"))
             for n in batches
         ]
@@ -125,6 +155,8 @@ def overhead_part(run: RunView) -> list[str]:
 
             return read
 
+        if "latency_overhead_pct" in group:
+            group = group.assign(latency_overhead_shown=group.apply(overhead_cell, axis=1))
         columns = overhead_columns(group, at)
         rows = []
         for attention in module_order(group):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from attnbench.calibration import noise_floor_sentence
 from attnbench.measure.stats import NOISY_IQR_FRACTION
 from attnbench.modules import BASELINE
 from attnbench.report.format import fmt_number, words
@@ -16,7 +17,7 @@ NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
 META_SHOWN = {
     "schema_version", "run_id", "suite", "suite_fingerprint", "host", "platform", "python", "torch",
     "torchvision", "device", "device_name", "cuda", "cudnn", "threads", "git_commit", "status",
-    "start_time", "end_time", "warnings", "migrated_from",
+    "start_time", "end_time", "warnings", "migrated_from", "calibration",
 }
 """meta.json keys the header renders by name; every other scalar key is listed under settings."""
 
@@ -95,6 +96,7 @@ def measured_lines(run: RunView) -> list[str]:
             f" Latency is the median of {counts} timed calls per case, after "
             f"{timing.get('warmup')} warm-up calls, within a budget of {timing.get('max_seconds')} s per case."
         )
+    text += timing_sentence(run)
     counted = [step for step, shown in (("train", run.trains), ("compiled", run.compiles)) if shown]
     if counted and "complexity" in suite.get("metrics", []):
         text += (
@@ -106,10 +108,33 @@ def measured_lines(run: RunView) -> list[str]:
     return [text]
 
 
+def timing_sentence(run: RunView) -> str:
+    """How precisely the overheads were timed, and how much of the run's wall time the timed calls took."""
+    timing = run.meta.get("suite", {}).get("timing", {})
+    text = ""
+    met = run.cases["precision_met"].dropna().map(lambda flag: str(flag) == "True")
+    if timing.get("precision") and not met.empty:
+        text += (
+            f" Each group was timed until every overhead's 95% interval was within ±{timing['precision']:g} points "
+            f"(of the median, for a group without `none`) or for {timing.get('max_seconds')} s per case: "
+            f"{int(met.sum())} of {len(met)} cases reached it."
+        )
+    start, end = (pd.to_datetime(run.meta.get(key), errors="coerce") for key in ("start_time", "end_time"))
+    timed_s = pd.to_numeric(run.samples["wall_ms"], errors="coerce").sum() / 1e3
+    if timed_s > 0 and pd.notna(start) and pd.notna(end) and not run.meta.get("resumed"):
+        wall_s = (end - start).total_seconds()
+        if wall_s > 0:
+            text += (f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s ({timed_s / wall_s:.0%}); "
+                     "the rest went to building, warm-up, counting and the other metrics.")
+    return text
+
+
 def warning_lines(run: RunView) -> list[str]:
     """What a reader must know before trusting the numbers: unfinished runs, noise, failed cases."""
     cases = run.normalized
     lines = [f"- {text}" for text in run.meta.get("warnings") or []]
+    if run.meta.get("calibration"):
+        lines.append(f"- {noise_floor_sentence(run.meta['calibration'])}")
     if run.meta.get("status") != "complete":
         lines.append(f"- the run is **{run.meta.get('status', 'of unknown status')}**: cases after the last row "
                      "were not measured")

@@ -79,10 +79,18 @@ def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
     """
     wanted = [*OVERHEAD_OF, *ADDED_OF, "throughput_ips"]
     ok = with_baseline(cases, wanted)
+    paired = pd.to_numeric(ok["latency_overhead_pct"], errors="coerce") if "latency_overhead_pct" in ok else None
     columns = [c for c in wanted if f"base_{c}" in ok]
     for column in columns:
         if column in OVERHEAD_OF:
             ok[f"{OVERHEAD_OF[column]}_overhead_pct"] = (ok[column] / ok[f"base_{column}"] - 1) * 100
+    if paired is not None and "latency_overhead_pct" in ok:
+        # The overhead taken round by round beside `none` where the run has it (the ratio of the two
+        # medians otherwise: runs timed before pairing, or a group that lost its `none` while timing).
+        ok["latency_overhead_pct"] = paired.where(paired.notna(), ok["latency_overhead_pct"])
+        for bound in ("latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct"):
+            if bound in ok:
+                ok[bound] = pd.to_numeric(ok[bound], errors="coerce")
         if column in ADDED_OF:
             ok[ADDED_OF[column]] = ok[column] - ok[f"base_{column}"]
     if "throughput_ips" in columns:
@@ -133,12 +141,15 @@ def module_order(frame: pd.DataFrame) -> list[str]:
 
 @TABLES.register("overhead")
 def overhead(cases: pd.DataFrame) -> pd.DataFrame:
-    """Per case: parameters added, and MACs/FLOPs/bytes/latency/memory over `none` in percent."""
+    """Per case: parameters added, and MACs/FLOPs/bytes/latency/memory over `none` in percent, with the
+    latency overhead's 95% interval where the run timed the module beside its `none`."""
     table = with_overhead(cases)
     columns = [
         *KEY,
         "params_attention",
         *[f"{prefix}_overhead_pct" for prefix in OVERHEAD_OF.values()],
+        "latency_overhead_ci_low_pct",
+        "latency_overhead_ci_high_pct",
         "throughput_ratio",
     ]
     return table[[c for c in columns if c in table.columns]].reset_index(drop=True)

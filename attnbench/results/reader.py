@@ -68,7 +68,7 @@ def read_run(path: Path) -> Run:
     if version < SCHEMA_VERSION:
         cases = migrate_cases(cases, version)
         meta = {**meta, "migrated_from": version}
-    samples = _read_csv(path / SAMPLES_FILE, SAMPLE_COLUMNS[:3], SAMPLE_COLUMNS)
+    samples = _read_csv(path / SAMPLES_FILE, ["case_id", "repeat", "latency_ms"], SAMPLE_COLUMNS)
     on_disk = len(samples)
     # Samples whose case row never landed (the process died in between) belong to no case.
     samples = samples[samples["case_id"].isin(set(cases["case_id"]))].reset_index(drop=True)

@@ -18,7 +18,8 @@ from typing import Any
 
 SCHEMA_VERSION = 2
 """2: `options` holds the resolved options and `placement` the resolved placement (1: as the suite gave
-them); compile_graphs, graph_breaks and counted columns added. Version 1 runs are migrated on read."""
+them); compile_graphs, graph_breaks, counted, the paired overhead columns and samples' `round` added.
+Version 1 runs are migrated on read."""
 META_FILE, CASES_FILE, SAMPLES_FILE = "meta.json", "cases.csv", "samples.csv"
 SITES_FILE = "attention_sites.csv"
 
@@ -70,11 +71,18 @@ CASE_COLUMNS = [
     "latency_ms_p90",
     "latency_ms_ci_low",
     "latency_ms_ci_high",
+    "latency_overhead_pct",
+    "latency_overhead_ci_low_pct",
+    "latency_overhead_ci_high_pct",
+    "precision_met",
     "wall_ms_median",
     "repeats",
     "l2_flush",
     "noisy",
     "throughput_ips",
+    "graph_ms_median",
+    "launch_overhead_ms",
+    "graph_error",
     "compile_s",
     "compile_graphs",
     "graph_breaks",
@@ -91,7 +99,9 @@ CASE_COLUMNS = [
     "attention_top_ops",
     "duration_s",
 ]
-SAMPLE_COLUMNS = ["case_id", "repeat", "latency_ms", "wall_ms"]
+SAMPLE_COLUMNS = ["case_id", "repeat", "round", "latency_ms", "wall_ms"]
+"""`round`: the randomized pass over the comparison group the sample was taken in; a module's samples
+pair with its `none`'s of the same round."""
 SITE_COLUMNS = [
     "case_id",
     "backbone",

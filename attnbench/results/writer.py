@@ -103,22 +103,24 @@ class RunWriter:
         atomic_write_text(self.path / META_FILE, json.dumps(self.meta, indent=2, default=str) + "\n")
 
     def append_case(
-        self, row: dict[str, Any], samples: list[float] | None = None, wall_samples: list[float] | None = None
+        self, row: dict[str, Any], samples: list[float] | None = None, wall_samples: list[float] | None = None,
+        rounds: list[int] | None = None,
     ) -> None:
         """Samples first: a case row only exists once its raw timings are on disk.
 
-        `wall_samples`, when given, pairs with `samples` repeat by repeat.
+        `wall_samples` and `rounds`, when given, pair with `samples` repeat by repeat.
         """
         if samples:
             walls = wall_samples or [None] * len(samples)
-            if len(walls) != len(samples):
-                raise ValueError(f"{len(walls)} wall samples for {len(samples)} latency samples")
+            indices = rounds or [None] * len(samples)
+            if not len(walls) == len(indices) == len(samples):
+                raise ValueError(f"{len(walls)} wall samples and {len(indices)} rounds for {len(samples)} samples")
             lines = "".join(
                 _csv_line(
                     SAMPLE_COLUMNS,
-                    {"case_id": row["case_id"], "repeat": i, "latency_ms": value, "wall_ms": wall},
+                    {"case_id": row["case_id"], "repeat": i, "round": index, "latency_ms": value, "wall_ms": wall},
                 )
-                for i, (value, wall) in enumerate(zip(samples, walls))
+                for i, (value, wall, index) in enumerate(zip(samples, walls, indices))
             )
             _append(self.path / SAMPLES_FILE, SAMPLE_COLUMNS, lines)
         _append(self.path / CASES_FILE, CASE_COLUMNS, _csv_line(CASE_COLUMNS, row))
