@@ -100,6 +100,16 @@ def test_pooling_windows_are_exact_at_the_borders():
     assert adaptive["flops"] == 2 * 9 * 9
 
 
+def test_layer_norm_and_gelu_by_hand():
+    # ConvNeXt's ops. LayerNorm over 8 features of a 1x2x4x8 input: 64 elements in 8 rows,
+    # (mean 1 + variance 3 + normalise 1 + weight 1 + bias 1)·64 + (eps, rsqrt)·8.
+    assert count_complexity(nn.LayerNorm(8), [], (2, 4, 8)).at_one["flops"] == 7 * 64 + 2 * 8
+    plain = nn.LayerNorm(8, elementwise_affine=False)
+    assert count_complexity(plain, [], (2, 4, 8)).at_one["flops"] == 5 * 64 + 2 * 8
+    assert count_complexity(nn.GELU(), [], (4, 4, 4)).at_one["flops"] == 5 * 64
+    assert count_complexity(nn.GELU(approximate="tanh"), [], (4, 4, 4)).at_one["flops"] == 9 * 64
+
+
 @pytest.mark.parametrize("key", ATTENTION.names())
 def test_every_registered_module_is_fully_counted(key: str):
     counts = alone(get_attention(key).build(64), 64, 8)
