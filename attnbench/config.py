@@ -129,6 +129,9 @@ class AttentionEntry:
     def applies_to(self, backbone: str) -> bool:
         return not self.backbones or backbone in self.backbones
 
+    def applies_to_any(self, backbones: tuple[str, ...]) -> bool:
+        return any(map(self.applies_to, backbones))
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -733,7 +736,15 @@ def filter_suite(
                 f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; "
                 f"accepted: {', '.join(grid.backbones)}"
             )
-        grid = replace(grid, backbones=tuple(b for b in grid.backbones if b in backbones))
+        kept = tuple(b for b in grid.backbones if b in backbones)
+        # An entry narrowed to some backbones keeps those still in the grid, so that the narrowed suite,
+        # stored in meta.json, parses again on --resume; one left with none goes.
+        entries = tuple(
+            replace(e, backbones=tuple(b for b in e.backbones if b in kept)) if e.backbones else e
+            for e in grid.attention
+            if e.applies_to_any(kept)
+        )
+        grid = replace(grid, backbones=kept, attention=entries)
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
         unknown = [a for a in attention if a not in names]
