@@ -561,10 +561,12 @@ def _runnable_entries(
 
     A module named in the suite that cannot is a one-line error with the reason; one that only came in
     through `"*"` is kept for the backbones it runs in (its `backbones` narrowed to them) and left out
-    where it runs in none, so `"*"` means every registered module, wherever it can run.
+    where it runs in none, so `"*"` means every registered module, wherever it can run. `native` without
+    a `backbones` list is narrowed the same way, to the grid backbones that ship attention of their own,
+    and is an error only where none does.
     """
     from attnbench.backbones import check_pair
-    from attnbench.modules import BASELINE
+    from attnbench.modules import BASELINE, NATIVE
 
     kept = []
     for entry, starred in entries:
@@ -574,19 +576,23 @@ def _runnable_entries(
                 f"{section.where('attention')}: {entry.label} names backbone {outside[0]!r}, which is not in "
                 f"the grid; accepted: {', '.join(backbones)}"
             )
-        fitting = []
+        narrows = starred or (entry.key == NATIVE and not entry.backbones)
+        fitting, refusals = [], []
         for backbone in filter(entry.applies_to, backbones):
             try:
                 if entry.key != BASELINE:
                     check_pair(backbone, entry.key, entry.options_dict, entry.placement, resolution)
             except AttnbenchError as error:
-                if not starred:
+                if not narrows:
                     raise ConfigError(f"{section.where('attention')}: {error}") from None
+                refusals.append(error)
                 continue
             fitting.append(backbone)
         if not fitting:
+            if not starred:
+                raise ConfigError(f"{section.where('attention')}: {refusals[0]}")
             continue
-        if starred and len(fitting) < len(backbones):
+        if narrows and len(fitting) < len(backbones):
             entry = replace(entry, backbones=tuple(fitting))
         kept.append((entry, starred))
     if not kept:
@@ -621,13 +627,14 @@ def attention_entry(
 ) -> AttentionEntry:
     """A validated attention entry: known key, known options, known placement."""
     from attnbench.backbones import check_placement
-    from attnbench.modules import BASELINE, get_attention
+    from attnbench.modules import BASELINE, NATIVE, get_attention
 
     options = options or {}
-    if key == BASELINE:
+    if key in (BASELINE, NATIVE):
         if options or placement:
-            raise ConfigError(f"attention {BASELINE!r} (the baseline) takes no options or placement")
-        return AttentionEntry(key, label or BASELINE)
+            role = "the baseline" if key == BASELINE else "the backbone's own attention, as built"
+            raise ConfigError(f"attention {key!r} ({role}) takes no options or placement")
+        return AttentionEntry(key, label or key)
     spec = get_attention(key)
     spec.resolve_options(options)
     if placement is not None:

@@ -27,7 +27,7 @@ from attnbench.measure.allocator import configure_allocator
 from attnbench.measure.bandwidth import copy_bandwidth_gbs, roofline_columns
 from attnbench.measure.env import environment
 from attnbench.measure.timing import PreparedStep, prepare_network, time_interleaved, unsupported
-from attnbench.modules import BASELINE, get_attention
+from attnbench.modules import BASELINE, NATIVE, get_attention
 from attnbench.results import RunWriter, read_run, utc_now
 
 
@@ -228,7 +228,7 @@ def defining_modules(case: CaseSpec) -> list[str]:
     """Modules a fresh process must import to find the case's attention class and backbone builder
     (registered outside attnbench, e.g. by a plugin or a test)."""
     defined = [get_backbone(case.backbone).build.__module__]
-    if case.attention.key != BASELINE:
+    if case.attention.key not in (BASELINE, NATIVE):
         defined.append(get_attention(case.attention.key).cls.__module__)
     return sorted({name for name in defined if not name.startswith("attnbench.")})
 

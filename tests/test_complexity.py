@@ -156,7 +156,7 @@ def test_shared_instance_is_one_row_and_counted_per_call():
     shared = get_attention("se").build(64)
     model = nn.Sequential(shared, shared)
     sites = [Site("0", "s", 64, shared), Site("1", "s", 64, shared)]
-    rows = site_rows(case("resnet18", "se"), BuiltModel(model, sites), get_attention("se"))
+    rows = site_rows(case("resnet18", "se"), BuiltModel(model, sites), lambda site: get_attention("se").param_count(64))
     assert [(row["path"], row["sites"], row["counted_params"], row["ok"]) for row in rows] == [
         ("0", 2, 512, True)
     ]
@@ -168,7 +168,7 @@ def test_formula_check_flags_a_wrong_formula(monkeypatch):
     built = build_model("resnet18", "se")
     spec = get_attention("se")
     wrong = dataclasses.replace(spec, params=lambda channels, reduction, bias: channels * channels // reduction)
-    rows = site_rows(case("resnet18", "se"), built, wrong)
+    rows = site_rows(case("resnet18", "se"), built, lambda site: wrong.param_count(site.channels))
     assert len(rows) == 8 and not any(row["ok"] for row in rows)
     assert rows[0]["formula_params"] * 2 == rows[0]["counted_params"] == 2 * 64 * 64 // 16
 

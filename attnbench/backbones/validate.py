@@ -16,13 +16,17 @@ import torch
 from torch import nn
 
 from attnbench.backbones.base import (
+    NATIVE_ATTENTION,
+    NATIVE_PLACEMENT,
+    check_native,
     check_placement,
     get_backbone,
+    place_modules,
     placement_policy,
     resolve_placement,
 )
 from attnbench.errors import AttnbenchError, OptionError
-from attnbench.modules import get_attention
+from attnbench.modules import NATIVE, get_attention
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tup
     policy = placement_policy(placement_name, spec.family, backbone_name)
     with torch.device("meta"):
         model = spec.build()
-        sites = policy(model, Probe)
+        sites = place_modules(model, spec.family, placement_name, policy, Probe)
         model.eval()
         model(torch.empty(1, 3, resolution, resolution))
     probed = []
@@ -68,6 +72,18 @@ def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tup
         for shape in dict.fromkeys(probe.shapes):  # a shared probe sees one shape per use
             probed.append(ProbedSite(site.path, probe.channels, probe.site, shape))
     return tuple(dict.fromkeys(probed))
+
+
+@lru_cache(maxsize=None)
+def native_summary(backbone_name: str) -> str:
+    """The attention a backbone ships, e.g. `SE ×8 (hardsigmoid), after ...`; "" for none (a meta build)."""
+    native = NATIVE_ATTENTION.get(get_backbone(backbone_name).family)
+    if native is None:
+        return ""
+    with torch.device("meta"):
+        sites = native.find(get_backbone(backbone_name).build())
+    gates = sorted({type(site.module.scale_activation).__name__.lower() for site in sites})
+    return f"SE ×{len(sites)} ({', '.join(gates)}), {native.where}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -87,8 +103,15 @@ def check_pair(
 
     `resolution` should be the smallest of a grid: feature maps only get smaller below it. The modules are
     built but never run here: suite loading happens in the parent process, and a module that crashes its
-    process must do so in the runner's isolated worker, where it becomes an error row.
+    process must do so in the runner's isolated worker, where it becomes an error row. `native` needs
+    only a backbone that ships attention: its modules are torchvision's own, built the same way everywhere.
     """
+    if attention_key == NATIVE:
+        try:
+            check_native(backbone_name)
+        except OptionError as error:
+            raise OptionError(f"{NATIVE} in {backbone_name}: {error}") from None
+        return NATIVE_PLACEMENT
     attention = get_attention(attention_key)
     resolved = attention.resolve_options(options or {})
     name = resolve_placement(backbone_name, attention, placement_name)

@@ -7,7 +7,8 @@ import ast
 
 import pandas as pd
 
-from attnbench.modules import ATTENTION
+from attnbench.backbones import NATIVE_FORMULA
+from attnbench.modules import ATTENTION, NATIVE
 from attnbench.report.markdown import SECTIONS, fmt_number, frame_table
 from attnbench.results import Run
 
@@ -31,6 +32,8 @@ def instances(run: Run) -> pd.DataFrame:
 
 
 def formula_text(key: str) -> str:
+    if key == NATIVE:
+        return NATIVE_FORMULA
     return ATTENTION.get(key).formula if key in ATTENTION else "?"
 
 
