@@ -736,22 +736,6 @@ def filter_suite(
 ) -> SuiteSpec:
     """The suite narrowed to some backbones or attention keys/labels, or moved to another device."""
     grid = suite.grid
-    if backbones:
-        unknown = [b for b in backbones if b not in grid.backbones]
-        if unknown:
-            raise ConfigError(
-                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; "
-                f"accepted: {', '.join(grid.backbones)}"
-            )
-        kept = tuple(b for b in grid.backbones if b in backbones)
-        # An entry narrowed to some backbones keeps those still in the grid, so that the narrowed suite,
-        # stored in meta.json, parses again on --resume; one left with none goes.
-        entries = tuple(
-            replace(e, backbones=tuple(b for b in e.backbones if b in kept)) if e.backbones else e
-            for e in grid.attention
-            if e.applies_to_any(kept)
-        )
-        grid = replace(grid, backbones=kept, attention=entries)
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
         unknown = [a for a in attention if a not in names]
@@ -769,6 +753,31 @@ def filter_suite(
                 if e.label in attention or (e.key in attention and e.key not in labels)
             ),
         )
+    if backbones:
+        unknown = [b for b in backbones if b not in grid.backbones]
+        if unknown:
+            raise ConfigError(
+                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; "
+                f"accepted: {', '.join(grid.backbones)}"
+            )
+        kept = tuple(b for b in grid.backbones if b in backbones)
+        for name in attention or ():
+            picked = [e for e in grid.attention if name in (e.label, e.key)]
+            if not any(e.applies_to_any(kept) for e in picked):
+                raise ConfigError(
+                    f"--attention {name!r} runs in none of --backbone {', '.join(kept)}; "
+                    f"it runs in: {', '.join(picked[0].backbones)}"
+                )
+        # An entry narrowed to some backbones keeps those still in the grid, so that the narrowed suite,
+        # stored in meta.json, parses again on --resume; one left with none goes.
+        entries = tuple(
+            replace(e, backbones=tuple(b for b in e.backbones if b in kept)) if e.backbones else e
+            for e in grid.attention
+            if e.applies_to_any(kept)
+        )
+        if not entries:
+            raise ConfigError(f"no attention entry of suite {suite.name!r} runs in --backbone {', '.join(kept)}")
+        grid = replace(grid, backbones=kept, attention=entries)
     if device:
         if device not in DEVICES:
             raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")

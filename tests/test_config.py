@@ -176,3 +176,5 @@ def test_backbone_slice_keeps_entries_within_the_grid_so_resume_parses_it(projec
     sliced = filter_suite(suite, backbones=["resnet18"])
     assert [entry.label for entry in sliced.grid.attention] == ["none", "se"]  # sk runs in no kept backbone
     assert parse_suite(sliced.raw, "meta.json", project).grid == sliced.grid
+    with pytest.raises(ConfigError, match="^--attention 'sk' runs in none of --backbone resnet18; it runs in: resnext50"):
+        filter_suite(suite, backbones=["resnet18"], attention=["sk"])
