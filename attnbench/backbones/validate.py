@@ -77,11 +77,12 @@ def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tup
 @lru_cache(maxsize=None)
 def native_summary(backbone_name: str) -> str:
     """The attention a backbone ships, e.g. `SE ×8 (hardsigmoid), after ...`; "" for none (a meta build)."""
-    native = NATIVE_ATTENTION.get(get_backbone(backbone_name).family)
+    spec = get_backbone(backbone_name)
+    native = NATIVE_ATTENTION.get(spec.family)
     if native is None:
         return ""
     with torch.device("meta"):
-        sites = native.find(get_backbone(backbone_name).build())
+        sites = native.find(spec.build())
     gates = sorted({type(site.module.scale_activation).__name__.lower() for site in sites})
     return f"SE ×{len(sites)} ({', '.join(gates)}), {native.where}"
 
