@@ -162,6 +162,19 @@ def test_block_placements_sit_before_the_residual_addition():
     assert small.sites[0].path == "features.1.block.3" and small.sites[0].stage == "seq1"
 
 
+@pytest.mark.parametrize("name", NATIVE_BACKBONES)
+def test_explicit_block_placement_runs_without_the_se(name):
+    """The pairs below take the SE's place by default; block placement, asked for, has its own sites."""
+    built = build_model(name, "eca", placement_name="block")
+    assert not se_modules(built.model) and len(built.sites) > SE_INSTANCES[name] // 2
+    spec = get_attention("eca")
+    added = sum(spec.param_count(site.channels) for site in built.sites)
+    assert count(built.model) == PUBLISHED[name] - se_params(name) + added
+    built.model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(built.model(torch.randn(1, 3, 32, 32))).all()
+
+
 # --- every (backbone, module) pair ---------------------------------------------------------------
 
 EXPECTED_REJECTIONS = {
