@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from attnbench.backbones import BuiltModel, build_model
+from attnbench.backbones import BuiltModel, build_model, get_backbone
 from attnbench.config import CaseSpec
 from attnbench.errors import AttnbenchError, DeviceError
 from attnbench.guards import CaseTimeout, preserved_torch_state, time_limit
@@ -98,8 +98,8 @@ def attempt(action: Callable[[], None], seconds: float | None, result: CaseResul
 class ModelCache:
     """The models of the backbone being run, each built once whatever its batch sizes and resolutions.
 
-    Every model is a copy of one plain backbone with its module inserted, so the modules of a backbone
-    are compared on the same convolution weights.
+    Every model is a copy of one stock backbone (as torchvision builds it) with its module inserted, so
+    the modules of a backbone are compared on the same convolution weights.
     """
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class ModelCache:
     def get(self, case: CaseSpec) -> BuiltModel:
         if case.backbone != self._backbone:
             self.clear()  # free the previous backbone's models before building the next
-            self._backbone, self._base = case.backbone, build_model(case.backbone).model
+            self._backbone, self._base = case.backbone, get_backbone(case.backbone).build()
         key = self.key_of(case)
         if key not in self._built:
             entry = case.attention

@@ -109,7 +109,7 @@ def test_each_case_is_built_once_and_prepared_once_for_every_metric(project, tmp
     suite = suite_of(project, ["none", "se"], ["complexity", "latency", "memory", "profile"], batch_sizes=[1, 2])
     run = read_run(run_suite(suite, project, tmp_path))
     assert (run.cases["status"] == "ok").all() and len(run.cases) == 4
-    assert counts == {"build": 1 + 2, "prepare": 4}  # the plain base, then one model per entry for both batches
+    assert counts == {"build": 2, "prepare": 4}  # one model per entry (a copy of the stock base) for both batches
     assert run.cases["kernel_count"].notna().all() and run.cases["peak_mem_mib"].notna().all()
 
 

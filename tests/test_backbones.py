@@ -63,8 +63,8 @@ def stage_channels(backbone: str) -> list[int]:
     return [64 * 2**stage * expansion for stage in range(4)]
 
 
-def test_all_six_backbones_are_registered_with_torchvision_parameter_counts():
-    assert sorted(BACKBONES.names()) == sorted(TORCHVISION_PARAMS)
+def test_the_six_backbones_are_registered_with_torchvision_parameter_counts():
+    assert set(TORCHVISION_PARAMS) <= set(BACKBONES.names())  # the others: tests/test_native.py
     for name, params in TORCHVISION_PARAMS.items():
         assert count(build_model(name).model) == params
         assert get_backbone(name).min_resolution == 32

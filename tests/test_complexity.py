@@ -106,6 +106,16 @@ def test_pooling_windows_are_exact_at_the_borders():
     assert adaptive["flops"] == 2 * 9 * 9
 
 
+def test_layer_norm_and_gelu_by_hand():
+    # ConvNeXt's ops. LayerNorm over 8 features of a 1x2x4x8 input: 64 elements in 8 rows,
+    # (mean 1 + variance 3 + normalise 1 + weight 1 + bias 1)·64 + (eps, rsqrt)·8.
+    assert count_complexity(nn.LayerNorm(8), [], (2, 4, 8)).at_one["flops"] == 7 * 64 + 2 * 8
+    plain = nn.LayerNorm(8, elementwise_affine=False)
+    assert count_complexity(plain, [], (2, 4, 8)).at_one["flops"] == 5 * 64 + 2 * 8
+    assert count_complexity(nn.GELU(), [], (4, 4, 4)).at_one["flops"] == 5 * 64
+    assert count_complexity(nn.GELU(approximate="tanh"), [], (4, 4, 4)).at_one["flops"] == 9 * 64
+
+
 @pytest.mark.parametrize("key", ATTENTION.names())
 def test_every_registered_module_is_fully_counted(key: str):
     counts = alone(get_attention(key).build(64), 64, 8)
@@ -152,7 +162,7 @@ def test_shared_instance_is_one_row_and_counted_per_call():
     shared = get_attention("se").build(64)
     model = nn.Sequential(shared, shared)
     sites = [Site("0", "s", 64, shared), Site("1", "s", 64, shared)]
-    rows = site_rows(case("resnet18", "se"), BuiltModel(model, sites), get_attention("se"))
+    rows = site_rows(case("resnet18", "se"), BuiltModel(model, sites), lambda site: get_attention("se").param_count(64))
     assert [(row["path"], row["sites"], row["counted_params"], row["ok"]) for row in rows] == [
         ("0", 2, 512, True)
     ]
@@ -164,7 +174,7 @@ def test_formula_check_flags_a_wrong_formula(monkeypatch):
     built = build_model("resnet18", "se")
     spec = get_attention("se")
     wrong = dataclasses.replace(spec, params=lambda channels, reduction, bias: channels * channels // reduction)
-    rows = site_rows(case("resnet18", "se"), built, wrong)
+    rows = site_rows(case("resnet18", "se"), built, lambda site: wrong.param_count(site.channels))
     assert len(rows) == 8 and not any(row["ok"] for row in rows)
     assert rows[0]["formula_params"] * 2 == rows[0]["counted_params"] == 2 * 64 * 64 // 16
 

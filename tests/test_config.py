@@ -168,3 +168,13 @@ def test_star_keeps_each_module_for_the_backbones_it_runs_in(project, tmp_path):
     assert entries["se"].backbones == ()
     cases = expand_grid(suite, "cpu")
     assert {(c.backbone, c.attention.key) for c in cases if c.attention.key == "sk"} == {("resnext50_32x4d", "sk")}
+
+
+def test_backbone_slice_keeps_entries_within_the_grid_so_resume_parses_it(project, tmp_path):
+    text = GRID.format(attention='["none", { name = "sk", backbones = ["resnext50_32x4d"] }, "se"]')
+    suite = suite_from(text.replace('["resnet18"]', '["resnet18", "resnext50_32x4d"]'), project, tmp_path)
+    sliced = filter_suite(suite, backbones=["resnet18"])
+    assert [entry.label for entry in sliced.grid.attention] == ["none", "se"]  # sk runs in no kept backbone
+    assert parse_suite(sliced.raw, "meta.json", project).grid == sliced.grid
+    with pytest.raises(ConfigError, match="^--attention 'sk' runs in none of --backbone resnet18; it runs in: resnext50"):
+        filter_suite(suite, backbones=["resnet18"], attention=["sk"])

@@ -16,13 +16,17 @@ import torch
 from torch import nn
 
 from attnbench.backbones.base import (
+    NATIVE_ATTENTION,
+    NATIVE_PLACEMENT,
+    check_native,
     check_placement,
     get_backbone,
+    place_modules,
     placement_policy,
     resolve_placement,
 )
 from attnbench.errors import AttnbenchError, OptionError
-from attnbench.modules import get_attention
+from attnbench.modules import NATIVE, get_attention
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tup
     policy = placement_policy(placement_name, spec.family, backbone_name)
     with torch.device("meta"):
         model = spec.build()
-        sites = policy(model, Probe)
+        sites = place_modules(model, spec.family, placement_name, policy, Probe)
         model.eval()
         model(torch.empty(1, 3, resolution, resolution))
     probed = []
@@ -68,6 +72,19 @@ def probe_sites(backbone_name: str, placement_name: str, resolution: int) -> tup
         for shape in dict.fromkeys(probe.shapes):  # a shared probe sees one shape per use
             probed.append(ProbedSite(site.path, probe.channels, probe.site, shape))
     return tuple(dict.fromkeys(probed))
+
+
+@lru_cache(maxsize=None)
+def native_summary(backbone_name: str) -> str:
+    """The attention a backbone ships, e.g. `SE ×8 (hardsigmoid), after ...`; "" for none (a meta build)."""
+    spec = get_backbone(backbone_name)
+    native = NATIVE_ATTENTION.get(spec.family)
+    if native is None:
+        return ""
+    with torch.device("meta"):
+        sites = native.find(spec.build())
+    gates = sorted({type(site.module.scale_activation).__name__.lower() for site in sites})
+    return f"SE ×{len(sites)} ({', '.join(gates)}), {native.where}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -87,8 +104,15 @@ def check_pair(
 
     `resolution` should be the smallest of a grid: feature maps only get smaller below it. The modules are
     built but never run here: suite loading happens in the parent process, and a module that crashes its
-    process must do so in the runner's isolated worker, where it becomes an error row.
+    process must do so in the runner's isolated worker, where it becomes an error row. `native` needs
+    only a backbone that ships attention: its modules are torchvision's own, built the same way everywhere.
     """
+    if attention_key == NATIVE:
+        try:
+            check_native(backbone_name)
+        except OptionError as error:
+            raise OptionError(f"{NATIVE} in {backbone_name}: {error}") from None
+        return NATIVE_PLACEMENT
     attention = get_attention(attention_key)
     resolved = attention.resolve_options(options or {})
     name = resolve_placement(backbone_name, attention, placement_name)
@@ -130,9 +154,10 @@ def runnable_entries(
     the grid's smallest resolution. An entry the suite names that cannot run is an OptionError with the
     reason; one that only came in through `"*"` is kept for the backbones it runs in (its `backbones`
     narrowed to them) and left out where it runs in none, so `"*"` means every registered module,
-    wherever it can run.
+    wherever it can run. `native` without a `backbones` list is narrowed the same way, to the grid
+    backbones that ship attention of their own, and is an error only where none does.
     """
-    from attnbench.modules import BASELINE
+    from attnbench.modules import BASELINE, NATIVE
 
     kept = []
     for entry, starred in entries:
@@ -142,19 +167,23 @@ def runnable_entries(
                 f"{entry.label} names backbone {outside[0]!r}, which is not in the grid; "
                 f"accepted: {', '.join(backbones)}"
             )
-        fitting = []
+        narrows = starred or (entry.key == NATIVE and not entry.backbones)
+        fitting, refusals = [], []
         for backbone in filter(entry.applies_to, backbones):
             try:
                 if entry.key != BASELINE:
                     check_pair(backbone, entry.key, entry.options_dict, entry.placement, resolution)
-            except AttnbenchError:
-                if not starred:
+            except AttnbenchError as error:
+                if not narrows:
                     raise
+                refusals.append(error)
                 continue
             fitting.append(backbone)
         if not fitting:
+            if not starred:
+                raise refusals[0]
             continue
-        kept.append(replace(entry, backbones=tuple(fitting)) if starred and len(fitting) < len(backbones) else entry)
+        kept.append(replace(entry, backbones=tuple(fitting)) if narrows and len(fitting) < len(backbones) else entry)
     if not kept:
         raise OptionError(f"no module of '*' runs in {', '.join(backbones)}")
     return tuple(kept)

@@ -64,12 +64,19 @@ def _published_gains(rows: tuple[AccuracyRow, ...]) -> dict[str, str]:
 
 
 def _list_backbones(project: ProjectConfig) -> Table:
-    from attnbench.backbones import BACKBONES, PLACEMENTS
+    from attnbench.backbones import BACKBONES, PLACEMENTS, native_summary
 
-    table = Table("backbone", "family", "min resolution", "placements")
+    table = Table(show_lines=True)
+    # The names never wrap; placements and the native attention wrap, to fit an 80-character terminal.
+    table.add_column("backbone", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("min res", justify="right", max_width=3)
+    table.add_column("placements", min_width=16, overflow="fold")
+    table.add_column("native attention", min_width=14)
     for name, spec in BACKBONES.items():
         placements = [p for p, by_family in PLACEMENTS.items() if spec.family in by_family]
-        table.add_row(name, spec.family, str(spec.min_resolution), ", ".join(placements))
+        native = native_summary(name) or "-"
+        table.add_row(name, spec.family, str(spec.min_resolution), ", ".join(placements), native)
     return table
 
 

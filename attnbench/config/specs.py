@@ -89,6 +89,9 @@ class AttentionEntry:
     def applies_to(self, backbone: str) -> bool:
         return not self.backbones or backbone in self.backbones
 
+    def applies_to_any(self, backbones: tuple[str, ...]) -> bool:
+        return any(map(self.applies_to, backbones))
+
 
 @dataclass(frozen=True)
 class GridSpec:

@@ -138,13 +138,14 @@ def attention_entry(
 ) -> AttentionEntry:
     """A validated attention entry: known key, known options, known placement."""
     from attnbench.backbones import check_placement
-    from attnbench.modules import BASELINE, get_attention
+    from attnbench.modules import BASELINE, NATIVE, get_attention
 
     options = options or {}
-    if key == BASELINE:
+    if key in (BASELINE, NATIVE):
         if options or placement:
-            raise ConfigError(f"attention {BASELINE!r} (the baseline) takes no options or placement")
-        return AttentionEntry(key, label or BASELINE)
+            role = "the baseline" if key == BASELINE else "the backbone's own attention, as built"
+            raise ConfigError(f"attention {key!r} ({role}) takes no options or placement")
+        return AttentionEntry(key, label or key)
     spec = get_attention(key)
     resolved = spec.resolve_options(options)
     if placement is not None:
@@ -249,13 +250,6 @@ def filter_suite(
 ) -> SuiteSpec:
     """The suite narrowed to some backbones or attention keys/labels, or moved to another device."""
     grid = suite.grid
-    if backbones:
-        unknown = [b for b in backbones if b not in grid.backbones]
-        if unknown:
-            raise ConfigError(
-                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.backbones)}"
-            )
-        grid = replace(grid, backbones=tuple(b for b in grid.backbones if b in backbones))
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
         unknown = [a for a in attention if a not in names]
@@ -272,6 +266,30 @@ def filter_suite(
                 e for e in grid.attention if e.label in attention or (e.key in attention and e.key not in labels)
             ),
         )
+    if backbones:
+        unknown = [b for b in backbones if b not in grid.backbones]
+        if unknown:
+            raise ConfigError(
+                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.backbones)}"
+            )
+        kept = tuple(b for b in grid.backbones if b in backbones)
+        for name in attention or ():
+            picked = [e for e in grid.attention if name in (e.label, e.key)]
+            if not any(e.applies_to_any(kept) for e in picked):
+                raise ConfigError(
+                    f"--attention {name!r} runs in none of --backbone {', '.join(kept)}; "
+                    f"it runs in: {', '.join(picked[0].backbones)}"
+                )
+        # An entry narrowed to some backbones keeps those still in the grid, so that the narrowed suite,
+        # stored in meta.json, parses again on --resume; one left with none goes.
+        entries = tuple(
+            replace(e, backbones=tuple(b for b in e.backbones if b in kept)) if e.backbones else e
+            for e in grid.attention
+            if e.applies_to_any(kept)
+        )
+        if not entries:
+            raise ConfigError(f"no attention entry of suite {suite.name!r} runs in --backbone {', '.join(kept)}")
+        grid = replace(grid, backbones=kept, attention=entries)
     if device:
         if device not in DEVICES:
             raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")
@@ -283,10 +301,13 @@ def filter_suite(
 
 def make_case(backbone: str, entry: AttentionEntry, **point: Any) -> CaseSpec:
     """A case with its placement resolved for the backbone (the module's default may differ per family)."""
-    from attnbench.backbones import resolve_placement
-    from attnbench.modules import BASELINE, get_attention
+    from attnbench.backbones import NATIVE_PLACEMENT, resolve_placement
+    from attnbench.modules import BASELINE, NATIVE, get_attention
 
-    placement = "" if entry.key == BASELINE else resolve_placement(backbone, get_attention(entry.key), entry.placement)
+    if entry.key in (BASELINE, NATIVE):
+        placement = "" if entry.key == BASELINE else NATIVE_PLACEMENT
+    else:
+        placement = resolve_placement(backbone, get_attention(entry.key), entry.placement)
     return CaseSpec(backbone, entry, placement=placement, **point)
 
 

@@ -15,7 +15,7 @@ from attnbench.backbones import get_backbone
 from attnbench.config import CaseSpec, SuiteSpec
 from attnbench.executors.base import GroupOutcome, run_in_worker
 from attnbench.group import CaseResult, case_row
-from attnbench.modules import BASELINE, get_attention
+from attnbench.modules import BASELINE, NATIVE, get_attention
 from attnbench.schedule import Group
 
 WORKER_START_GRACE_S = 120.0
@@ -26,7 +26,7 @@ def defining_modules(case: CaseSpec) -> list[str]:
     """Modules a fresh process must import to find the case's attention class and backbone builder
     (registered outside attnbench, e.g. by a plugin or a test)."""
     defined = [get_backbone(case.backbone).build.__module__]
-    if case.attention.key != BASELINE:
+    if case.attention.key not in (BASELINE, NATIVE):
         defined.append(get_attention(case.attention.key).cls.__module__)
     return sorted({name for name in defined if not name.startswith("attnbench.")})
 

@@ -35,12 +35,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnbench.backbones import BuiltModel, Site, build_model
-from attnbench.config import CaseSpec
+from attnbench.backbones import BuiltModel, Site, build_model, native_params
+from attnbench.config import AttentionEntry, CaseSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
 from attnbench.measure.flops import RULES, Fusion, OpCall
 from attnbench.measure.prepared import DTYPES, PreparedCase
-from attnbench.modules import BASELINE, AttentionSpec, get_attention
+from attnbench.modules import BASELINE, NATIVE, get_attention
+
+SiteFormula = Callable[[Site], int]
+"""The analytic parameter count of the instance at a site."""
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -267,8 +271,17 @@ def format_counter(counts: Counter[str]) -> str:
     return ";".join(f"{op}:{n}" for op, n in sorted(counts.items()))
 
 
-def site_rows(case: CaseSpec, built: BuiltModel, spec: AttentionSpec) -> list[dict[str, Any]]:
-    """One row per attention instance: `spec`'s analytic parameter count against its counted parameters.
+def site_formula(entry: AttentionEntry) -> SiteFormula:
+    """The registry formula at the site's channels; for `native`, torchvision's SE formula at the site's
+    channels and squeeze width."""
+    if entry.key == NATIVE:
+        return native_params
+    spec, options = get_attention(entry.key), entry.options_dict
+    return lambda site: spec.param_count(site.channels, **options)
+
+
+def site_rows(case: CaseSpec, built: BuiltModel, formula: SiteFormula) -> list[dict[str, Any]]:
+    """One row per attention instance: its analytic parameter count against its counted parameters.
 
     An instance shared by several sites (one per stage, say) is one row: its parameters exist once.
     """
@@ -277,7 +290,7 @@ def site_rows(case: CaseSpec, built: BuiltModel, spec: AttentionSpec) -> list[di
         if id(site.module) in rows:
             rows[id(site.module)]["sites"] += 1
             continue
-        formula = spec.param_count(site.channels, **case.attention.options_dict)
+        expected = formula(site)
         counted = count_params(site.module)
         rows[id(site.module)] = {
             "case_id": case.case_id,
@@ -287,9 +300,9 @@ def site_rows(case: CaseSpec, built: BuiltModel, spec: AttentionSpec) -> list[di
             "stage": site.stage,
             "channels": site.channels,
             "sites": 1,
-            "formula_params": formula,
+            "formula_params": expected,
             "counted_params": counted,
-            "ok": formula == counted,
+            "ok": expected == counted,
         }
     return list(rows.values())
 
@@ -318,7 +331,7 @@ def complexity(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
     counts: Complexity = context.cache[key]
     columns: dict[str, Any] = counts.at_batch(case.batch_size)
     baseline = case.attention.key == BASELINE
-    sites = [] if baseline else site_rows(case, built, get_attention(case.attention.key))
+    sites = [] if baseline else site_rows(case, built, site_formula(case.attention))
     params = count_params(built.model)
     columns.update(
         params=params,

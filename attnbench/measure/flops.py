@@ -173,6 +173,18 @@ def batch_norm_eval_flops(call: OpCall) -> int:
     return 2 * call.in_elements + 5 * call.args[0].shape[1]
 
 
+@rule(
+    "aten.native_layer_norm",
+    text="per element: mean 1, variance 3 (subtract, square, sum), normalise 1, + 1 each for weight and bias; "
+    "per row: 2 (add eps, rsqrt)",
+)
+def layer_norm_flops(call: OpCall) -> int:
+    x, normalized_shape = call.args[0], call.args[1]
+    affine = sum(call.arg(i, name) is not None for i, name in ((2, "weight"), (3, "bias")))
+    rows = x.numel() // max(math.prod(normalized_shape), 1)
+    return (5 + affine) * x.numel() + 2 * rows
+
+
 # --- elementwise ---------------------------------------------------------------------------------
 
 elementwise("aten.relu", "aten.relu_", flops=1, text="max(x, 0)")
@@ -183,6 +195,13 @@ elementwise("aten.tanh", "aten.tanh_", "aten.exp", "aten.log", "aten.sqrt", "ate
 elementwise("aten.hardsigmoid", "aten.hardsigmoid_", flops=4, text="relu6(x + 3) / 6: add, max, min, divide")
 elementwise("aten.hardswish", "aten.hardswish_", flops=5, text="x · relu6(x + 3) / 6")
 elementwise("aten.silu", "aten.silu_", flops=5, text="x · sigmoid(x)")
+
+
+@rule("aten.gelu", "aten.gelu_", text="5 per output element: x · (1 + erf(x / √2)) / 2; 9 with the tanh approximation")
+def gelu_flops(call: OpCall) -> int:
+    # tanh form: x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))) / 2, the cube two multiplies
+    return (9 if call.arg(1, "approximate", "none") == "tanh" else 5) * call.out_elements
+
 elementwise("aten.mul", "aten.mul_", "aten.div", "aten.div_", "aten.maximum", "aten.minimum",
             flops=1, text="one arithmetic operation (broadcast operands read once)")
 elementwise("aten.pow", flops=1, text="x^p as one elementary function (a square is one multiply)")
@@ -302,7 +321,8 @@ rule("aten.zeros", "aten.zeros_like", "aten.ones", "aten.full", "aten.eye", "ate
 rule(
     "aten.view", "aten._unsafe_view", "aten.t", "aten.transpose", "aten.permute", "aten.unsqueeze",
     "aten.squeeze", "aten.expand", "aten.slice", "aten.select", "aten.split", "aten.split_with_sizes",
-    "aten.unbind", "aten.diagonal", "aten.alias", "aten.detach", "aten.as_strided", "aten.empty", "prim.device",
+    "aten.unbind", "aten.diagonal", "aten.alias", "aten.detach", "aten.as_strided", "aten.as_strided_", "aten.empty",
+    "prim.device",
     text="0: a view, a metadata query or an uninitialised allocation; moves no data",
     fusion=Fusion.ALIAS,
 )(_nothing)

@@ -1,6 +1,14 @@
 """The attention zoo: one file per family, each class registered with its paper and parameter formula."""
 
-from attnbench.modules.base import ATTENTION, BASELINE, AttentionSpec, Paper, attention, get_attention
+from attnbench.modules.base import (
+    ATTENTION,
+    BASELINE,
+    NATIVE,
+    AttentionSpec,
+    Paper,
+    attention,
+    get_attention,
+)
 
 # Importing the family files fills the registry.
 from attnbench.modules import (  # noqa: E402,F401
@@ -22,4 +30,4 @@ from attnbench.modules import (  # noqa: E402,F401
     srm,
 )
 
-__all__ = ["ATTENTION", "BASELINE", "AttentionSpec", "Paper", "attention", "get_attention"]
+__all__ = ["ATTENTION", "BASELINE", "NATIVE", "AttentionSpec", "Paper", "attention", "get_attention"]

@@ -13,7 +13,11 @@ from attnbench.errors import OptionError
 from attnbench.registry import Registry, close_matches
 
 BASELINE = "none"
-"""The key of the unmodified backbone that every module is compared with."""
+"""The key of the plain backbone that every module is compared with: no attention at all (a backbone's own
+squeeze-excitation removed too)."""
+NATIVE = "native"
+"""The key of a backbone's own attention modules as torchvision builds them (EfficientNet's SE, say): like
+`none`, a pseudo-entry of suites and results, not a registered module."""
 
 
 @dataclass(frozen=True)

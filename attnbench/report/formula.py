@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attnbench.modules import ATTENTION
+from attnbench.backbones import NATIVE_FORMULA
+from attnbench.modules import ATTENTION, NATIVE
 from attnbench.report.format import fmt_number, frame_table
 from attnbench.report.markdown import SECTIONS
 from attnbench.report.view import RunView
@@ -21,6 +22,8 @@ def instances(run: RunView) -> pd.DataFrame:
 
 
 def formula_text(key: str) -> str:
+    if key == NATIVE:
+        return NATIVE_FORMULA
     return ATTENTION.get(key).formula if key in ATTENTION else "?"
 
 

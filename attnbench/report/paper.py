@@ -20,7 +20,8 @@ CONVENTIONS = (
     "(25,557,032 / 2^20 = 24.37). torchvision ResNets put the stride on the 3x3 conv; this moves FLOPs, "
     "not parameters. The SE rows use the Caffe release's configuration, with FC biases (`bias=True`); "
     "ECA rows use the released per-stage kernels. BatchNorm running statistics and FcaNet's DCT filters "
-    "are buffers, not parameters."
+    "are buffers, not parameters. torchvision's totals are exact (M with six decimals); `native` is "
+    "torchvision's model with the squeeze-excitation it ships."
 )
 
 

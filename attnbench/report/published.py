@@ -38,6 +38,11 @@ ECA_README = "BangguWu/ECANet README.md, ImageNet table (Param. column, 1024-bas
 SKNET_README = "implus/SKNet README.md, Table 2 (#P column)"
 CA_README = "houqb/CoordAttention README.md, ImageNet table (Params column)"
 MMPRETRAIN_SE = "open-mmlab/mmpretrain configs/seresnet/README.md (Params(M) column)"
+TORCHVISION = (
+    "torchvision 0.29 model docs, num_params of the ImageNet weights "
+    "(torchvision.models.get_model_weights(name).DEFAULT.meta['num_params'])"
+)
+"""Exact counts, hence M with six decimals; the `native` entry is torchvision's model with its own SE."""
 
 SKNET_BASELINE_NOTE = (
     "A baseline of the SKNet authors' table, not the module's own reference: SE-ResNeXt-50 and "
@@ -65,4 +70,10 @@ PUBLISHED: tuple[PublishedCount, ...] = (
     PublishedCount("ResNeXt-50 + CBAM", "resnext50_32x4d", "cbam", (), "27.7", "M", SKNET_README, SKNET_BASELINE_NOTE),
     PublishedCount("MobileNetV2-1.0", "mobilenet_v2", "none", (), "3.5", "M", CA_README),
     PublishedCount("MobileNetV2 + CA", "mobilenet_v2", "coord", (), "3.95", "M", CA_README),
+    PublishedCount("EfficientNet-B0", "efficientnet_b0", "native", (), "5.288548", "M", TORCHVISION),
+    PublishedCount("EfficientNetV2-S", "efficientnet_v2_s", "native", (), "21.458488", "M", TORCHVISION),
+    PublishedCount("MobileNetV3-Large", "mobilenet_v3_large", "native", (), "5.483032", "M", TORCHVISION),
+    PublishedCount("MobileNetV3-Small", "mobilenet_v3_small", "native", (), "2.542856", "M", TORCHVISION),
+    PublishedCount("RegNetY-400MF", "regnet_y_400mf", "native", (), "4.344144", "M", TORCHVISION),
+    PublishedCount("ConvNeXt-T", "convnext_tiny", "none", (), "28.589128", "M", TORCHVISION),
 )
