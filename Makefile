@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: smoke test install clean
+OUT ?= gpu-check
+
+.PHONY: smoke test install gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,10 @@ smoke: $(STAMP)
 ## The tests (CPU; tests marked gpu are skipped without CUDA).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## The CUDA path checked in one short slot on a GPU machine: gpu tests, the gpu-check suite, its report, in $(OUT)/.
+gpu-check: $(STAMP)
+	$(BIN)/attnbench gpu-check --out $(OUT)
 
 clean:
 	rm -rf $(VENV)

@@ -3,15 +3,15 @@ soon as its group finishes; resume runs what an interrupted run left."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from attnbench.calibration import noise_floor
 from attnbench.config import CaseSpec, ProjectConfig, SuiteSpec, expand_grid, load_suite, parse_suite
 from attnbench.errors import ConfigError, DeviceError, ResultsError
+from attnbench.estimate import estimate_seconds
 from attnbench.executors import make_executor
 from attnbench.guards import Interrupted, interruptible
 from attnbench.measure.bandwidth import roofline_columns
@@ -20,12 +20,19 @@ from attnbench.process import configure_process, resolve_device
 from attnbench.results import RunWriter, case_key, read_run, utc_now
 from attnbench.schedule import plan
 
-ProgressCallback = Callable[[int, int, CaseSpec], None]
+class Progress(Protocol):
+    """What a run tells whoever watches it (the CLI's progress bar); the API watches nothing by default."""
+
+    def started(self, cases: int, estimated_seconds: float) -> None:
+        """Before the first case: how many will run, and roughly how long they take at most."""
+
+    def case(self, done: int, total: int, case: CaseSpec) -> None:
+        """Before each group: how many cases are done, and the next one."""
 
 
 def _execute(
     suite: SuiteSpec, cases: list[CaseSpec], writer: RunWriter, device: torch.device,
-    progress: ProgressCallback | None, threads: int | None,
+    progress: Progress | None, threads: int | None,
 ) -> Path:
     """Measures `cases` group by group, appending each row as its group finishes; marks the run complete
     or interrupted. Cases that differ only in their attention entry are timed together when the suite
@@ -34,13 +41,14 @@ def _execute(
     interleave = suite.timing.interleave and "latency" in suite.metrics
     executor = make_executor(suite, device, threads, isolate)
     status, done = "interrupted", 0
+    if progress:
+        progress.started(len(cases), estimate_seconds(suite, device.type, cases))
     try:
         with interruptible():
             for group in plan(cases, interleave):
                 if progress:
-                    progress(done, len(cases), group.cases[0])
-                wants_bandwidth = "latency" in suite.metrics and not _bandwidth_known(writer.meta)
-                outcome = executor.run(group, wants_bandwidth)
+                    progress.case(done, len(cases), group.cases[0])
+                outcome = executor.run(group, not writer.meta.get("process_facts"))
                 if outcome.meta:
                     writer.update_meta(**outcome.meta)
                 for result in outcome.results:
@@ -61,15 +69,11 @@ def _execute(
     return writer.path
 
 
-def _bandwidth_known(meta: dict[str, Any]) -> bool:
-    return "copy_bandwidth_gbs" in meta or "copy_bandwidth_error" in meta
-
-
 def run_suite(
     suite: SuiteSpec,
     project: ProjectConfig,
     results_root: Path | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     suite_file_fingerprint: str | None = None,
 ) -> Path:
     """Runs every case of `suite` and returns the run directory.
@@ -95,7 +99,7 @@ def run_suite(
 
 
 def resume_run(
-    run_dir: Path, project: ProjectConfig, force: bool = False, progress: ProgressCallback | None = None
+    run_dir: Path, project: ProjectConfig, force: bool = False, progress: Progress | None = None
 ) -> Path:
     """Runs the cases of an interrupted run that have no row yet, in the same run directory."""
     run = read_run(run_dir)

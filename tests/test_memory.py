@@ -73,5 +73,6 @@ def test_cuda_probe_measures_a_known_allocation() -> None:
         lambda: torch.empty(64 * MIB, dtype=torch.uint8, device="cuda").fill_(1), case, torch.device("cuda")
     )
     assert peak.peak_bytes == 64 * MIB
-    assert peak.reserved_bytes >= 96 * MIB
+    # The step's own reservation: the 32 MiB kept before it are not the step's.
+    assert 64 * MIB <= peak.reserved_bytes <= 1.05 * 64 * MIB
     del kept

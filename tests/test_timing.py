@@ -331,34 +331,6 @@ def test_configured_allocator_stops_large_tensors_from_faulting_on_every_call() 
     assert configured * 4 < default
 
 
-# --- CUDA -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.gpu
-def test_cuda_timer_reports_device_and_wall_time() -> None:
-    from attnbench.measure.timing import CudaTimer
-
-    timer = CudaTimer(torch.device("cuda"), time.perf_counter)
-    a = torch.randn(2048, 2048, device="cuda")
-    timer.enable_flush()
-    latency_ms, wall_ms = timer(lambda: a @ a)
-    assert 0 < latency_ms and 0 < wall_ms
-    assert timer.cache_bytes() > 0
-
-
-@pytest.mark.gpu
-def test_tiny_cuda_run_is_isolated_by_default(project: ProjectConfig, tmp_path: Path) -> None:
-    suite = _suite(
-        project, {"attention": ["none", "se"], "device": "cuda", "dtypes": ["float32", "bfloat16"]},
-        {"warmup": 1, "min_repeats": 3, "max_repeats": 3}, metrics=("latency", "memory", "module_latency"),
-    )
-    run = read_run(run_suite(suite, project, tmp_path / "results"))
-    assert run.meta["isolate"] is True and run.meta["copy_bandwidth_gbs"] > 0
-    assert (run.cases["status"] == "ok").all()
-    assert (run.cases["peak_mem_mib"] > 0).all() and (run.cases["peak_mem_reserved_mib"] > 0).all()
-    assert run.cases["l2_flush"].notna().all()
-
-
 # --- attention modules alone ----------------------------------------------------------------------
 
 

@@ -55,6 +55,26 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     add_gate_arguments(parser)
 
 
+class BarProgress:
+    """The run's progress as a rich bar on stderr, after one line with the estimated duration."""
+
+    def __init__(self, bar: Progress):
+        self.bar, self.task = bar, bar.add_task("starting", total=None)
+
+    def started(self, cases: int, estimated_seconds: float) -> None:
+        from attnbench.estimate import describe
+
+        self.bar.console.print(f"attnbench: {cases} cases, estimated at most ~{describe(estimated_seconds)}",
+                               markup=False, highlight=False)
+
+    def case(self, done: int, total: int, case) -> None:
+        self.bar.update(
+            self.task, completed=done, total=total,
+            description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
+            f" {case.dtype} {case.mode}",
+        )
+
+
 def _progress_columns() -> tuple:
     return (
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -77,14 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     project = project_of(args)
     gate_config(args, project)  # bad thresholds fail before the run, not after it
     with Progress(*_progress_columns(), console=error_console, transient=True) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def report_progress(index: int, total: int, case) -> None:
-            progress.update(
-                task, completed=index, total=total,
-                description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
-                f" {case.dtype} {case.mode}",
-            )
+        report_progress = BarProgress(progress)
 
         try:
             if args.resume:

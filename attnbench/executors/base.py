@@ -12,6 +12,7 @@ from attnbench.config import SuiteSpec
 from attnbench.group import CaseResult, GroupRunner, attempt
 from attnbench.measure import MeasureContext
 from attnbench.measure.bandwidth import copy_bandwidth_gbs
+from attnbench.measure.env import device_environment
 from attnbench.process import configure_process, release_memory
 from attnbench.schedule import Group
 
@@ -25,7 +26,14 @@ class GroupOutcome:
 
 
 class Executor(Protocol):
-    def run(self, group: Group, measure_bandwidth: bool) -> GroupOutcome: ...
+    def run(self, group: Group, first: bool) -> GroupOutcome:
+        """Runs the group; `first`: also measure what the run records once (the device, copy bandwidth)."""
+        ...
+
+
+def process_facts(device: torch.device, bandwidth: bool) -> dict[str, Any]:
+    """meta.json's facts that only the process running the cases can measure."""
+    return {**device_environment(device), **(measured_bandwidth(device) if bandwidth else {}), "process_facts": True}
 
 
 def measured_bandwidth(device: torch.device) -> dict[str, Any]:
@@ -42,10 +50,11 @@ class InProcess:
 
     def __init__(self, suite: SuiteSpec, device: torch.device):
         self.device = device
+        self.bandwidth = "latency" in suite.metrics
         self.runner = GroupRunner(suite.metrics, MeasureContext(timing=suite.timing, device=device))
 
-    def run(self, group: Group, measure_bandwidth: bool) -> GroupOutcome:
-        meta = measured_bandwidth(self.device) if measure_bandwidth else {}
+    def run(self, group: Group, first: bool) -> GroupOutcome:
+        meta = process_facts(self.device, self.bandwidth) if first else {}
         return GroupOutcome(self.runner.run(group), meta)
 
 
@@ -57,7 +66,7 @@ def make_executor(suite: SuiteSpec, device: torch.device, threads: int | None, i
     return InProcess(suite, device)
 
 
-def run_in_worker(suite: SuiteSpec, device: torch.device, threads: int | None, group: Group, bandwidth: bool) -> GroupOutcome:
+def run_in_worker(suite: SuiteSpec, device: torch.device, threads: int | None, group: Group, first: bool) -> GroupOutcome:
     """One group in a fresh process, configured as the runner's own."""
     configure_process(threads, suite.timing)
-    return InProcess(suite, device).run(group, bandwidth)
+    return InProcess(suite, device).run(group, first)

@@ -61,13 +61,13 @@ class Isolated:
     def __init__(self, suite: SuiteSpec, device: torch.device, threads: int | None):
         self.suite, self.device, self.threads = suite, device, threads
 
-    def run(self, group: Group, measure_bandwidth: bool) -> GroupOutcome:
+    def run(self, group: Group, first: bool) -> GroupOutcome:
         spawn = multiprocessing.get_context("spawn")
         receiver, sender = spawn.Pipe(duplex=False)
         imports = sorted({name for case in group.cases for name in defining_modules(case)})
         worker = spawn.Process(
             target=_worker,
-            args=(self.suite, self.device, self.threads, group, measure_bandwidth, imports, sender),
+            args=(self.suite, self.device, self.threads, group, first, imports, sender),
             daemon=True,
         )
         started = time.perf_counter()
@@ -90,7 +90,7 @@ class Isolated:
                 worker.join()
         if len(group.cases) > 1:
             # Each case in a worker of its own, so that the failure lands on the case that causes it.
-            outcomes = [self.run(Group((case,)), measure_bandwidth) for case in group.cases]
+            outcomes = [self.run(Group((case,)), first) for case in group.cases]
             return GroupOutcome(
                 [result for outcome in outcomes for result in outcome.results],
                 next((outcome.meta for outcome in outcomes if outcome.meta), {}),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from attnbench.config import TimingSpec
+from attnbench.measure.gpu_state import read_state, state_columns
 from attnbench.measure.prepared import Clock, PreparedCase, Step, compiled_graphs
 from attnbench.measure.stats import median_ci, paired_overhead, paired_ratios, per_round, summarize
 from attnbench.modules import BASELINE
@@ -266,6 +267,8 @@ class GroupTimings:
     l2_flush: bool
     baseline: str | None = None
     """The case id of the group's `none`, which the paired overheads are taken over."""
+    gpu: dict[str, Any] = field(default_factory=dict)
+    """The GPU's clocks, temperature and throttling around the timing (gpu_state.state_columns)."""
 
 
 def group_flush(timers: list[Timer], rule: str, working_sets: list[int]) -> bool:
@@ -287,8 +290,10 @@ def time_group(prepared: dict[str, PreparedCase], timing: TimingSpec, clock: Clo
     target = PrecisionTarget(timing.precision, baseline) if timing.precision else None
     seed = zlib.crc32("/".join(sorted(prepared)).encode())
     steps = {key: case.step for key, case in prepared.items()}
+    device = next(iter(prepared.values())).device
+    before = read_state(device)
     timings = paired_rounds(steps, timing, timers, clock, seed, target, compiled_graphs if compiles else None)
-    return GroupTimings(timings, flushed, baseline)
+    return GroupTimings(timings, flushed, baseline, state_columns(before, read_state(device)))
 
 
 def latency_columns(
@@ -302,6 +307,7 @@ def latency_columns(
     stats["wall_ms_median"] = float(np.median(timings.wall_ms))
     stats["throughput_ips"] = prepared.case.batch_size / (stats["latency_ms_median"] / 1e3)
     stats["l2_flush"] = flushed
+    stats.update(group.gpu)
     if group.baseline is not None and group.baseline != prepared.case.case_id:
         base = group.timings[group.baseline]
         ratios = paired_ratios(per_round(timings.latency_ms, timings.rounds), per_round(base.latency_ms, base.rounds))

@@ -17,18 +17,25 @@ NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
 META_SHOWN = {
     "schema_version", "run_id", "suite", "suite_fingerprint", "host", "platform", "python", "torch",
     "torchvision", "device", "device_name", "cuda", "cudnn", "threads", "git_commit", "status",
-    "start_time", "end_time", "warnings", "migrated_from", "calibration",
+    "start_time", "end_time", "warnings", "migrated_from", "calibration", "process_facts",
 }
 """meta.json keys the header renders by name; every other scalar key is listed under settings."""
 
 SETTING_LABELS = {
     "cudnn_benchmark": "cuDNN benchmark",
-    "tf32": "TF32",
-    "allow_tf32": "TF32",
+    "tf32.matmul": "TF32 matmuls",
+    "tf32.cudnn": "TF32 convolutions (cuDNN)",
+    "tf32.float32_matmul_precision": "float32 matmul precision",
+    "tf32.set_by_suite": "TF32 set by the suite",
+    "low_precision": "float16/bfloat16 run as",
     "allocator": "allocator",
     "copy_bandwidth_gbs": "measured copy bandwidth (GB/s)",
-    "isolation": "one subprocess per case",
+    "isolate": "one worker process per group",
     "l2_flush": "L2 flush between repeats",
+    "driver": "GPU driver",
+    "power_limit_w": "GPU power limit (W)",
+    "max_sm_clock_mhz": "maximum SM clock (MHz)",
+    "max_mem_clock_mhz": "maximum memory clock (MHz)",
 }
 
 NOISY_LISTED = 8
@@ -133,6 +140,12 @@ def warning_lines(run: RunView) -> list[str]:
     """What a reader must know before trusting the numbers: unfinished runs, noise, failed cases."""
     cases = run.normalized
     lines = [f"- {text}" for text in run.meta.get("warnings") or []]
+    throttled = run.cases["throttled"].map(lambda flag: str(flag) == "True") if "throttled" in run.cases else None
+    if throttled is not None and throttled.any():
+        names = [f"{r.backbone} {r.attention} b{r.batch_size} ({r.throttle_reasons})" for r in run.cases[throttled].itertuples()]
+        lines.append(f"- {int(throttled.sum())} case(s) were timed while the GPU throttled (clocks dropped or the "
+                     f"driver reported a slowdown): {words(names[:NOISY_LISTED])}; their latencies are not the "
+                     "module's alone")
     if run.meta.get("calibration"):
         lines.append(f"- {noise_floor_sentence(run.meta['calibration'])}")
     if run.meta.get("status") != "complete":

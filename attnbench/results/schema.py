@@ -88,6 +88,13 @@ CASE_COLUMNS = [
     "graph_breaks",
     "achieved_bandwidth_gbs",
     "bandwidth_fraction",
+    # the GPU around the timing (CUDA with NVML)
+    "sm_clock_mhz_start",
+    "sm_clock_mhz_end",
+    "gpu_temp_c_end",
+    "gpu_power_w_end",
+    "throttle_reasons",
+    "throttled",
     # memory
     "peak_mem_mib",
     "peak_mem_reserved_mib",
