@@ -20,7 +20,7 @@ from torchvision import models
 from torchvision.models.convnext import CNBlock
 
 from attnbench.backbones.base import ModuleFactory, Site, backbone, placement, placement_fallback
-from attnbench.backbones.insert import before_every_conv
+from attnbench.backbones.insert import at_the_end, before_every_conv
 
 CONVNEXT = "convnext"
 
@@ -55,10 +55,7 @@ def convnext_block(model: nn.Module, make: ModuleFactory) -> list[Site]:
 @placement("head", CONVNEXT)
 def convnext_head(model: nn.Module, make: ModuleFactory) -> list[Site]:
     """Once, on the output of the last stage, before global pooling and the final LayerNorm."""
-    channels = model.classifier[-1].in_features
-    module = make(channels)
-    model.features.append(module)
-    return [Site(f"features.{len(model.features) - 1}", "head", channels, module)]
+    return at_the_end(model, "features", model.classifier[-1].in_features, make)
 
 
 @placement("pre_conv", CONVNEXT)

@@ -28,7 +28,7 @@ from attnbench.backbones.base import (
     placement_fallback,
     squeeze_excitation_sites,
 )
-from attnbench.backbones.insert import before_every_conv
+from attnbench.backbones.insert import at_the_end, before_every_conv
 
 EFFICIENTNET = "efficientnet"
 
@@ -89,10 +89,7 @@ def efficientnet_block(model: nn.Module, make: ModuleFactory) -> list[Site]:
 @placement("head", EFFICIENTNET)
 def efficientnet_head(model: nn.Module, make: ModuleFactory) -> list[Site]:
     """Once, on the output of the final 1x1 conv-BN-SiLU, before global pooling."""
-    channels = model.features[-1].out_channels
-    module = make(channels)
-    model.features.append(module)
-    return [Site(f"features.{len(model.features) - 1}", "head", channels, module)]
+    return at_the_end(model, "features", model.features[-1].out_channels, make)
 
 
 @placement("pre_conv", EFFICIENTNET)

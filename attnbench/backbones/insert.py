@@ -18,6 +18,15 @@ def append_after(parent: nn.Module, name: str, module: nn.Module) -> str:
     return f"{name}.1"
 
 
+def at_the_end(model: nn.Module, path: str, channels: int, make: ModuleFactory) -> list[Site]:
+    """The `head` placement: one module appended to the Sequential at `path` (the last stage), before
+    global pooling, on its `channels` output channels."""
+    container = model.get_submodule(path)
+    module = make(channels)
+    container.append(module)
+    return [Site(f"{path}.{len(container) - 1}", "head", channels, module)]
+
+
 def before_every_conv(
     model: nn.Module, make: ModuleFactory, stage_of: Callable[[str], str]
 ) -> list[Site]:

@@ -13,7 +13,7 @@ from torchvision import models
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from attnbench.backbones.base import ModuleFactory, Site, backbone, placement
-from attnbench.backbones.insert import before_every_conv
+from attnbench.backbones.insert import at_the_end, before_every_conv
 
 MOBILENET = "mobilenet"
 
@@ -70,10 +70,7 @@ def mobilenet_expanded(model: nn.Module, make: ModuleFactory) -> list[Site]:
 @placement("head", MOBILENET)
 def mobilenet_head(model: nn.Module, make: ModuleFactory) -> list[Site]:
     """Once, on the output of the final 1x1 conv, before global pooling."""
-    channels = model.features[-1].out_channels
-    module = make(channels)
-    model.features.append(module)
-    return [Site(f"features.{len(model.features) - 1}", "head", channels, module)]
+    return at_the_end(model, "features", model.features[-1].out_channels, make)
 
 
 @placement("pre_conv", MOBILENET)

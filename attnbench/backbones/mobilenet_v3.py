@@ -27,7 +27,7 @@ from attnbench.backbones.base import (
     placement_fallback,
     squeeze_excitation_sites,
 )
-from attnbench.backbones.insert import before_every_conv
+from attnbench.backbones.insert import at_the_end, before_every_conv
 
 MOBILENET_V3 = "mobilenet_v3"
 
@@ -92,10 +92,7 @@ def mobilenet_v3_block(model: nn.Module, make: ModuleFactory) -> list[Site]:
 @placement("head", MOBILENET_V3)
 def mobilenet_v3_head(model: nn.Module, make: ModuleFactory) -> list[Site]:
     """Once, on the output of the final 1x1 conv-BN-hardswish, before global pooling."""
-    channels = model.features[-1].out_channels
-    module = make(channels)
-    model.features.append(module)
-    return [Site(f"features.{len(model.features) - 1}", "head", channels, module)]
+    return at_the_end(model, "features", model.features[-1].out_channels, make)
 
 
 @placement("pre_conv", MOBILENET_V3)

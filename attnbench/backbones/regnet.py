@@ -27,7 +27,7 @@ from attnbench.backbones.base import (
     placement_fallback,
     squeeze_excitation_sites,
 )
-from attnbench.backbones.insert import before_every_conv
+from attnbench.backbones.insert import at_the_end, before_every_conv
 
 REGNET_Y = "regnet_y"
 
@@ -84,10 +84,7 @@ def regnet_block(model: nn.Module, make: ModuleFactory) -> list[Site]:
 @placement("head", REGNET_Y)
 def regnet_head(model: nn.Module, make: ModuleFactory) -> list[Site]:
     """Once, on the output of the last stage, before global pooling."""
-    channels = model.fc.in_features
-    module = make(channels)
-    model.trunk_output.append(module)
-    return [Site(f"trunk_output.{len(model.trunk_output) - 1}", "head", channels, module)]
+    return at_the_end(model, "trunk_output", model.fc.in_features, make)
 
 
 @placement("pre_conv", REGNET_Y)

@@ -13,7 +13,7 @@ from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from attnbench.backbones.base import ModuleFactory, Site, backbone, placement, placement_fallback
-from attnbench.backbones.insert import append_after, before_every_conv
+from attnbench.backbones.insert import append_after, at_the_end, before_every_conv
 from attnbench.errors import OptionError
 
 RESNET = "resnet"
@@ -97,11 +97,7 @@ def resnet_between_stages(model: nn.Module, make: ModuleFactory) -> list[Site]:
 @placement("head", RESNET)
 def resnet_head(model: nn.Module, make: ModuleFactory) -> list[Site]:
     """Once, on the output of the last stage, before global pooling (EncNet's context encoding)."""
-    blocks = model.layer4
-    channels = _last_bn_channels(blocks[-1])
-    module = make(channels)
-    blocks.append(module)
-    return [Site(f"layer4.{len(blocks) - 1}", "head", channels, module)]
+    return at_the_end(model, "layer4", _last_bn_channels(model.layer4[-1]), make)
 
 
 def _resnet_stage_of(path: str) -> str:
