@@ -241,3 +241,12 @@ def test_run_with_no_cases(root: Path, sections: Registry) -> None:
     cases.write_text(cases.read_text().splitlines()[0] + "\n")
     text = write_report(root / SMOKE).read_text()
     assert text.endswith("No case was measured.\n") and "| `smoke` |" in text
+
+
+def test_overhead_cells_carry_their_interval_and_a_missed_target() -> None:
+    case = pd.Series({"latency_overhead_pct": 10.345, "latency_overhead_ci_low_pct": 9.1,
+                      "latency_overhead_ci_high_pct": 11.52, "precision_met": False})
+    assert costs.overhead_cell(case) == "+10.3 (9.10 to 11.5) *"
+    assert costs.overhead_cell(case.drop("precision_met")) == "+10.3 (9.10 to 11.5)"
+    assert costs.overhead_cell(pd.Series({"latency_overhead_pct": 5.0})) == "+5.00"
+    assert costs.overhead_cell(pd.Series({"latency_overhead_pct": float("nan")})) is None

@@ -88,7 +88,8 @@ def overhead_cell(case: pd.Series) -> Cell | None:
         return None
     low, high = (case.get(bound) for bound in OVERHEAD_INTERVAL)
     interval = f" ({sig3(low)} to {sig3(high)})" if pd.notna(low) and pd.notna(high) else ""
-    return signed(value) + interval
+    missed = " *" if str(case.get("precision_met")) == "False" else ""
+    return signed(value) + interval + missed
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,18 @@ def overhead_part(run: RunView) -> list[str]:
     if full.empty:
         return []
     status = run.statuses
-    lines = ["### Overhead over the plain backbone", "",
-             "Each module's cost relative to `none` in the same setting; the `none` row gives absolute numbers. "
-             "Bytes are the eager memory traffic (every operator reads its inputs and writes its output).", ""]
+    explanation = (
+        "Each module's cost relative to `none` in the same setting; the `none` row gives absolute numbers. "
+        "Bytes are the eager memory traffic (every operator reads its inputs and writes its output)."
+    )
+    if tables.measured(full, list(OVERHEAD_INTERVAL)):
+        explanation += (
+            " Latency overheads come from the rounds a module was timed in together with its `none`: the median "
+            "of its per-round ratios, with the 95% interval in parentheses."
+        )
+    if full.get("precision_met", pd.Series(dtype=object)).astype(str).eq("False").any():
+        explanation += " * marks an interval still wider than the suite's precision target when timing hit its cap."
+    lines = ["### Overhead over the plain backbone", "", explanation, ""]
     for key, group in groups(full):
 
         def at(batch: int, column: str, show: Callable[[object], Cell], key: tuple = key) -> Callable:

@@ -23,6 +23,7 @@ META_SHOWN = {
 
 SETTING_LABELS = {
     "cudnn_benchmark": "cuDNN benchmark",
+    "tf32": "TF32",
     "tf32.matmul": "TF32 matmuls",
     "tf32.cudnn": "TF32 convolutions (cuDNN)",
     "tf32.float32_matmul_precision": "float32 matmul precision",
