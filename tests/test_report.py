@@ -166,6 +166,9 @@ def test_two_runs_are_compared_by_the_gates_engine(root: Path) -> None:
     assert verdicts[("se", 4)] == "unchanged" and verdicts[("eca", 1)] == "new"
     ratio = next(r["ratio"] for r in table if (r["backbone"], r["attention"], r["batch_size"]) == ("resnet18", "se", 4))
     assert ratio == pytest.approx(28.5 / 28.4, rel=2e-3)
+    comparison = pd.read_csv(write_report([root / OLD_SMOKE, root / SMOKE], fmt="csv") / "comparison.csv")
+    assert list(comparison.columns[:4]) == ["suite", "run_id", "baseline_run_id", "backbone"]
+    assert set(comparison["run_id"]) == {SMOKE} and set(comparison["baseline_run_id"]) == {OLD_SMOKE}
 
 
 def test_two_runs_without_latency_say_so(root: Path) -> None:

@@ -45,7 +45,7 @@ def cheapest_sentence(frame: pd.DataFrame, title: str) -> str:
                      "confidence intervals overlap at every batch size")
     noisy = int(tables.as_flag(frame["noisy"]).sum()) if timed and "noisy" in frame else 0
     if noisy:
-        text += f". {noisy} of the {len(frame)} cases behind this are noisy: rerun on a quieter machine"
+        text += f". {noisy} of the {len(frame)} cases behind this {'is' if noisy == 1 else 'are'} noisy: rerun on a quieter machine"
     return text + "."
 
 

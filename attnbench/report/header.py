@@ -6,7 +6,7 @@ import pandas as pd
 
 from attnbench.measure.stats import NOISY_IQR_FRACTION
 from attnbench.modules import BASELINE
-from attnbench.report.format import fmt_number, words
+from attnbench.report.format import fmt_number, plural, words
 from attnbench.report.tables import group_title, groups
 from attnbench.report.view import RunView
 
@@ -93,7 +93,7 @@ def measured_lines(run: RunView) -> list[str]:
         counts = words(sorted({int(repeats.min()), int(repeats.max())})).replace(", ", " to ")
         text += (
             f" Latency is the median of {counts} timed calls per case, after "
-            f"{timing.get('warmup')} warm-up calls, within a budget of {timing.get('max_seconds')} s per case."
+            f"{plural(timing.get('warmup'), 'warm-up call')}, within a budget of {timing.get('max_seconds')} s per case."
         )
     counted = [step for step, shown in (("train", run.trains), ("compiled", run.compiles)) if shown]
     if counted and "complexity" in suite.get("metrics", []):
@@ -117,7 +117,7 @@ def warning_lines(run: RunView) -> list[str]:
     if not noisy.empty:
         names = [f"{r.backbone} {r.attention} batch {r.batch_size}" for r in noisy.itertuples()]
         more = f" and {len(names) - NOISY_LISTED} more" if len(names) > NOISY_LISTED else ""
-        lines.append(f"- {len(noisy)} of {len(cases)} cases are noisy ({NOISY_TEXT}): "
+        lines.append(f"- {len(noisy)} of {len(cases)} cases {'is' if len(noisy) == 1 else 'are'} noisy ({NOISY_TEXT}): "
                      f"{words(names[:NOISY_LISTED])}{more}; their latencies and overheads are uncertain")
     counts = cases.loc[cases["status"] != "ok", "status"].value_counts()
     if not counts.empty:
