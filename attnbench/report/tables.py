@@ -145,6 +145,20 @@ def group_title(key: tuple) -> str:
     return ", ".join([f"{backbone} at {int(resolution)} px", dtype, mode, device, *extras])
 
 
+def overhead_interval(case: pd.Series, base: pd.Series) -> tuple[float, float] | None:
+    """The latency overhead's interval in %, from the module's and `none`'s own 95% intervals taken at their
+    extremes: wider than a paired interval of the overhead, which would replace it. The one place the
+    report and its figures take an overhead's interval from."""
+    low, high, base_low, base_high = (
+        pd.to_numeric(row.get(column), errors="coerce")
+        for row, column in ((case, "latency_ms_ci_low"), (case, "latency_ms_ci_high"),
+                            (base, "latency_ms_ci_low"), (base, "latency_ms_ci_high"))
+    )
+    if any(pd.isna(bound) for bound in (low, high, base_low, base_high)):
+        return None
+    return (low / base_high - 1) * 100, (high / base_low - 1) * 100
+
+
 COST_COLUMNS = ("latency_overhead_pct", "flops_overhead_pct", "macs_overhead_pct", "params_overhead_pct")
 """What "cheapest" means, in order of preference: the first of these a group measured."""
 
