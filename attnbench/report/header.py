@@ -7,7 +7,7 @@ import pandas as pd
 from attnbench.measure.stats import NOISY_IQR_FRACTION
 from attnbench.modules import BASELINE
 from attnbench.report.format import fmt_number, plural, words
-from attnbench.report.tables import group_title, groups
+from attnbench.report.tables import axis_value, group_title, groups, varying
 from attnbench.report.view import RunView
 
 NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
@@ -115,7 +115,9 @@ def warning_lines(run: RunView) -> list[str]:
                      "were not measured")
     noisy = cases[cases["noisy"]]
     if not noisy.empty:
-        names = [f"{r.backbone} {r.attention} batch {r.batch_size}" for r in noisy.itertuples()]
+        axes = [c for c in varying(cases) if c not in ("backbone", "batch_size")]  # else two names could match
+        names = [" ".join([row["backbone"], row["attention"], f"batch {row['batch_size']}",
+                           *[axis_value(c, row[c]) for c in axes]]) for _, row in noisy.iterrows()]
         more = f" and {len(names) - NOISY_LISTED} more" if len(names) > NOISY_LISTED else ""
         lines.append(f"- {len(noisy)} of {len(cases)} cases {'is' if len(noisy) == 1 else 'are'} noisy ({NOISY_TEXT}): "
                      f"{words(names[:NOISY_LISTED])}{more}; their latencies and overheads are uncertain")
