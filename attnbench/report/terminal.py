@@ -117,15 +117,26 @@ class FittedTable:
             return None
         widths = {i: sizes[i].least for i in shown}
         spare = width - needed()
-        # Most important columns first, each to the width it reads well at; then, smallest shortfall first,
-        # towards one line per cell and header.
-        for target in ("wanted", "natural"):
-            order = sorted(shown, key=lambda i: (self.columns[i].priority, i)) if target == "wanted" else \
-                sorted(shown, key=lambda i: sizes[i].natural - widths[i])
-            for i in order:
-                grow = max(0, min(spare, getattr(sizes[i], target) - widths[i]))
-                widths[i] += grow
-                spare -= grow
+
+        def grow(i: int, target: int) -> None:
+            nonlocal spare
+            step = max(0, min(spare, target - widths[i]))
+            widths[i] += step
+            spare -= step
+
+        # The most important columns first, to the width they read well at; then headers and labels onto one
+        # line, smallest shortfall first; what is left goes to free text in proportion to what it lacks.
+        for i in sorted(shown, key=lambda i: (self.columns[i].priority, i)):
+            grow(i, sizes[i].wanted)
+        prose = [i for i in shown if self.columns[i].kind in ("text", "clip")]
+        for i in sorted((i for i in shown if i not in prose), key=lambda i: sizes[i].natural - widths[i]):
+            grow(i, sizes[i].natural)
+        lacking = {i: sizes[i].natural - widths[i] for i in prose if sizes[i].natural > widths[i]}
+        share, total = spare, sum(lacking.values())
+        for i, lack in lacking.items():
+            grow(i, widths[i] + share * lack // total)
+        for i in lacking:  # the rounding's remainder
+            grow(i, sizes[i].natural)
         return [widths.get(i, 0) for i in range(len(self.columns))]
 
     def table(self, widths: list[int]) -> Table:
