@@ -333,7 +333,9 @@ def test_list_attention_shows_published_gains_within_80_columns(tmp_path: Path, 
     assert main(["list", "attention"]) == 0
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= 80
-    assert out.splitlines()[0].endswith("┓")  # the last column is drawn, not cut off
+    header = " ".join(out.splitlines()[:2])
+    for column in ("key", "placement", "params", "published", "paper"):  # every column drawn, none cut off
+        assert column in header, column
     lines = "\n".join(out.splitlines())
     for text in ("+0.53 pp X50", "+1.44 pp X50", "+2.0 pp MNv2", "+1.1 pp R50", "+0.5 pp R50", "(our lab)"):
         assert text in lines, text

@@ -125,16 +125,20 @@ def test_metric_columns(se, plain):
 def test_report_section_shows_share_and_added_launches():
     cases = pd.DataFrame(
         [
-            {"backbone": "resnet18", "attention": attention, "batch_size": 1, "resolution": 32, "dtype": "float32",
+            {"backbone": "resnet18", "attention": attention, "batch_size": 1, "resolution": 32, "dtype": dtype,
              "mode": "eval", "device": "cpu", "status": "ok", "latency_ms_median": latency,
              "attention_time_share": share, "kernel_count": launches, "attention_top_ops": top}
+            for dtype in ("float32", "bfloat16")
             for attention, latency, share, launches, top in (
-                ("none", 10.0, 0.0, 69, None), ("se", 12.0, 0.125, 133, "mul 40%, mean 30%, mm 10%"),
+                ("none", 10.0, 0.0, 69.0, None), ("se", 12.0, 0.125, 133.0, "mul 40%, mean 30%, mm 10%"),
             )
         ]
     ).reindex(columns=CASE_COLUMNS)
     body = SECTIONS.get("Where the time goes")(RunView(Run(Path("."), {}, cases, pd.DataFrame())))
-    assert "| resnet18 | se | 1 | 32 | eval | 20.0 | 12.5 | 133 | 64 | mul 40%, mean 30%, mm 10% |" in body
+    # dtype varies in the run, so it is a column (batch, resolution and mode do not); counts print as counts
+    assert "| backbone | attention | dtype | latency vs none (%) |" in body
+    assert "| resnet18 | se | float32 | 20.0 | 12.5 | 133 | 64 | mul 40%, mean 30%, mm 10% |" in body
+    assert "| resnet18 | se | bfloat16 | 20.0 | 12.5 | 133 | 64 |" in body
     empty = cases.assign(attention_time_share=float("nan"))
     assert SECTIONS.get("Where the time goes")(RunView(Run(Path("."), {}, empty, pd.DataFrame()))) is None
 

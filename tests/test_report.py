@@ -60,7 +60,7 @@ def test_registered_sections_render_under_their_title(root: Path, sections: Regi
 def test_figures_are_created_non_empty_and_linked(root: Path, sections: Registry) -> None:
     target = write_report(root / SMOKE)
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", target.read_text())
-    kinds = {"median-latency", "overhead-scatter", "throughput", "peak-memory"}
+    kinds = {"-cost-", "-batch-", "-flops-vs-latency"}  # one figure per question
     assert {kind for kind in kinds for link in links if kind in link} == kinds
     for link in links:
         assert not Path(link).is_absolute()
@@ -177,6 +177,9 @@ def test_two_runs_are_compared_by_the_gates_engine(root: Path) -> None:
     assert verdicts[("se", 4)] == "unchanged" and verdicts[("eca", 1)] == "new"
     ratio = next(r["ratio"] for r in table if (r["backbone"], r["attention"], r["batch_size"]) == ("resnet18", "se", 4))
     assert ratio == pytest.approx((28.5 / 25.0) / (28.4 / 25.0), rel=3e-3)
+    comparison = pd.read_csv(write_report([root / OLD_SMOKE, root / SMOKE], fmt="csv") / "comparison.csv")
+    assert list(comparison.columns[:4]) == ["suite", "run_id", "baseline_run_id", "backbone"]
+    assert set(comparison["run_id"]) == {SMOKE} and set(comparison["baseline_run_id"]) == {OLD_SMOKE}
 
 
 def test_two_runs_without_latency_say_so(root: Path) -> None:

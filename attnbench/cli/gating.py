@@ -51,7 +51,7 @@ def run_gate(
         resolve_run(baseline, "baseline"), resolve_run(current, "current"),
         gate_config(args, project), args.metric, args.strict_env, absolute=args.absolute,
     )
-    console.print(comparison_table(comparison))
+    console.print(comparison_table(comparison), crop=False)
     for warning in comparison.warnings:
         error_console.print(f"attnbench: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if out is not None:
@@ -59,5 +59,5 @@ def run_gate(
             out.write_text(comparison_markdown(comparison))
         except OSError as error:
             raise ResultsError(f"cannot write {out}: {error.strerror}") from None
-        console.print(f"comparison written to {out}")
+        console.print(f"comparison written to {out}", markup=False, highlight=False, soft_wrap=True)
     return comparison.passed and not (args.fail_on_inconclusive and comparison.of(Verdict.INCONCLUSIVE))

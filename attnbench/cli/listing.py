@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 from attnbench.cli.base import command, console, project_of
 from attnbench.config import ProjectConfig, list_suites, load_suite
 from attnbench.errors import AttnbenchError
+from attnbench.report.terminal import Column, FittedTable
 
 if TYPE_CHECKING:
     from attnbench.accuracy import AccuracyRow
@@ -18,18 +17,20 @@ LISTED_CHANNELS = 256
 """The channel count at which `list attention` evaluates each formula (a ResNet-50 layer1 block)."""
 
 
-def _list_attention(project: ProjectConfig) -> Table:
+def _list_attention(project: ProjectConfig) -> FittedTable:
     from attnbench.accuracy import accuracy_rows
     from attnbench.modules import ATTENTION
 
     gains = _published_gains(accuracy_rows(project))
-    table = Table(show_lines=True)
-    # Every column but the key may wrap, so that all of them fit an 80-character terminal.
-    table.add_column("key", no_wrap=True)
-    table.add_column("paper", min_width=10, max_width=34)
-    table.add_column("placement, default options", min_width=10, overflow="fold")
-    table.add_column(f"params (at C={LISTED_CHANNELS})", min_width=10, max_width=30)
-    table.add_column("published top-1 gain", min_width=13, max_width=24, overflow="fold")
+    # Keys, placements and options stay whole; the formula, the gains and the paper wrap at spaces, and in a
+    # narrow terminal the paper goes first, then the gains.
+    table = FittedTable([
+        Column("key"),
+        Column("placement, default options", priority=1),
+        Column(f"params (at C={LISTED_CHANNELS})", "text", priority=1, min_width=14),
+        Column("published top-1 gain", "text", priority=2, min_width=13),
+        Column("paper", "text", priority=3, min_width=14),
+    ])
     for key, spec in ATTENTION.items():
         options = "\n".join(f"{name}={value!r}" for name, value in spec.defaults.items()) or "-"
         try:
@@ -37,7 +38,8 @@ def _list_attention(project: ProjectConfig) -> Table:
         except AttnbenchError:
             params = "-"
         paper = f"{spec.paper.title} ({spec.paper.venue} {spec.paper.year})"
-        table.add_row(key, paper, f"{spec.placement}\n{options}", f"{spec.formula}\n= {params}", gains.get(key, "-"))
+        table.add_row(key, f"{spec.placement}\n{options}", f"{spec.formula}\n= {params}", gains.get(key, "-"), paper,
+                      end_section=True)
     return table
 
 
@@ -63,16 +65,13 @@ def _published_gains(rows: tuple[AccuracyRow, ...]) -> dict[str, str]:
     return cells
 
 
-def _list_backbones(project: ProjectConfig) -> Table:
+def _list_backbones(project: ProjectConfig) -> FittedTable:
     from attnbench.backbones import BACKBONES, PLACEMENTS, native_summary
 
-    table = Table(show_lines=True)
-    # The names never wrap; placements and the native attention wrap, to fit an 80-character terminal.
-    table.add_column("backbone", no_wrap=True)
-    table.add_column("family", no_wrap=True)
-    table.add_column("min res", justify="right", max_width=3)
-    table.add_column("placements", min_width=16, overflow="fold")
-    table.add_column("native attention", min_width=14)
+    table = FittedTable([
+        Column("backbone"), Column("family", priority=2), Column("min resolution", "number", priority=1),
+        Column("placements", "text", min_width=16), Column("native attention", "text", min_width=14),
+    ])
     for name, spec in BACKBONES.items():
         placements = [p for p, by_family in PLACEMENTS.items() if spec.family in by_family]
         native = native_summary(name) or "-"
@@ -80,11 +79,14 @@ def _list_backbones(project: ProjectConfig) -> Table:
     return table
 
 
-def _list_suites(project: ProjectConfig) -> Table:
-    table = Table("suite", "description", "metrics", "cases")
+def _list_suites(project: ProjectConfig) -> FittedTable:
+    table = FittedTable([
+        Column("suite"), Column("cases", "number", priority=1), Column("metrics", "text", priority=2, min_width=12),
+        Column("description", "text", priority=3, min_width=20),
+    ])
     for name in list_suites(project):
         suite = load_suite(name, project)
-        table.add_row(name, suite.description, ", ".join(suite.metrics), str(suite.grid.case_count))
+        table.add_row(name, str(suite.grid.case_count), ", ".join(suite.metrics), suite.description)
     return table
 
 
@@ -97,5 +99,5 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
 
 @command("list", "list registered attention modules, backbones or suites", _configure_list)
 def cmd_list(args: argparse.Namespace) -> int:
-    console.print(LISTINGS[args.what](project_of(args)))
+    console.print(LISTINGS[args.what](project_of(args)), crop=False)
     return 0

@@ -83,8 +83,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for title, frame in tables:
         console.print(_rich_table(title, frame))
     if trace:
-        console.print(f"trace written to {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
+        console.print(f"trace written to {trace} (open in https://ui.perfetto.dev or chrome://tracing)",
+                      markup=False, highlight=False, soft_wrap=True)
     if args.out:
         Path(args.out).write_text(profile_markdown(heading, tables))
-        console.print(f"tables written to {args.out}")
+        console.print(f"tables written to {args.out}", markup=False, highlight=False, soft_wrap=True)
     return 0

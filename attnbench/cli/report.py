@@ -34,5 +34,5 @@ def cmd_report(args: argparse.Namespace) -> int:
         [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format,
         ReportOptions(project.gate, accuracy_rows(project)),  # the lab's own accuracies join the published ones
     )
-    console.print(f"report written to {target}")
+    console.print(f"report written to {target}", markup=False, highlight=False, soft_wrap=True)
     return 0

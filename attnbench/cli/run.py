@@ -6,34 +6,11 @@ import argparse
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from attnbench.cli.base import command, console, error_console, project_of
 from attnbench.cli.gating import add_gate_arguments, gate_config, run_gate
 from attnbench.config import filter_suite, load_suite
 from attnbench.errors import GateError, UsageError
-
-
-def _summary_table(run_dir: Path) -> Table:
-    import pandas as pd
-
-    from attnbench.report.format import fmt_number
-    from attnbench.report.tables import with_overhead
-    from attnbench.results import read_run
-
-    cases = read_run(run_dir).cases
-    ok = with_overhead(cases) if (cases["status"] == "ok").any() else cases.iloc[0:0]
-    table = Table("backbone", "attention", "batch", "res", "status", "latency ms", "vs none %", "MACs (G)")
-    for _, row in cases.iterrows():
-        measured = ok[ok["case_id"] == row["case_id"]]
-        has_overhead = "latency_overhead_pct" in measured and not measured.empty  # absent without latency
-        overhead = measured["latency_overhead_pct"].iloc[0] if has_overhead else None
-        table.add_row(
-            row["backbone"], row["attention"], str(row["batch_size"]), str(row["resolution"]), row["status"],
-            fmt_number(row["latency_ms_median"]), fmt_number(overhead),
-            fmt_number(row["macs"] / 1e9 if pd.notna(row["macs"]) else None),
-        )
-    return table
 
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
@@ -117,8 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 markup=False, highlight=False, soft_wrap=True,
             )
             return interruption.exit_code
-    console.print(_summary_table(run_dir))
-    console.print(f"run directory: {run_dir}")
+    from attnbench.report.summary import run_summary
+    from attnbench.results import read_run
+
+    console.print(run_summary(read_run(run_dir)), crop=False)
+    console.print(f"run directory: {run_dir}", markup=False, highlight=False, soft_wrap=True)  # a path stays whole
     if args.baseline:
         passed = run_gate(args, project, Path(args.baseline), run_dir, run_dir / "compare.md")
         return 1 if args.fail_on_regression and not passed else 0

@@ -9,6 +9,7 @@ created by an operator inside one, belongs to that instance.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -207,6 +208,10 @@ class StepProfile:
         )
 
 
+QUIET_KINETO = "6"
+"""KINETO_LOG_LEVEL above every level kineto logs at (its "USDT" start/stop lines included)."""
+
+
 def profile_step(
     step: Callable[[], None],
     device: torch.device,
@@ -227,6 +232,10 @@ def profile_step(
     for _ in range(warmup - 1):
         step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    if device.type != "cuda":
+        # Without a GPU the profiler library (kineto) still probes for one and logs the failure and its own
+        # start/stop lines on stderr: none of it is ours. Read when kineto starts; a value the user set wins.
+        os.environ.setdefault("KINETO_LOG_LEVEL", QUIET_KINETO)
     with labelled_sites(sites), profile(
         activities=activities, schedule=schedule(wait=0, warmup=1, active=steps, repeat=1)
     ) as profiler:

@@ -23,7 +23,7 @@ from attnbench.modules import BASELINE
 from attnbench.report.format import md_table, signed, words
 from attnbench.report.markdown import SECTIONS
 from attnbench.report.plots import FIGURES, Drawn, slug
-from attnbench.report.tables import group_title, groups
+from attnbench.report.tables import group_title, groups, overhead_interval
 from attnbench.report.view import RunView
 
 COSTS = {"latency_overhead_pct": "latency", "flops_overhead_pct": "FLOPs", "bytes_overhead_pct": "bytes"}
@@ -92,19 +92,6 @@ def pareto_front(costs: Sequence[float], gains: Sequence[float]) -> list[bool]:
         )
         for i in range(len(costs))
     ]
-
-
-def overhead_interval(case: pd.Series, base: pd.Series) -> tuple[float, float] | None:
-    """The latency overhead's interval in %, from the module's and `none`'s own 95% intervals taken at their
-    extremes: wider than a paired interval of the overhead, which would replace it."""
-    low, high, base_low, base_high = (
-        pd.to_numeric(row.get(column), errors="coerce")
-        for row, column in ((case, "latency_ms_ci_low"), (case, "latency_ms_ci_high"),
-                            (base, "latency_ms_ci_low"), (base, "latency_ms_ci_high"))
-    )
-    if any(pd.isna(bound) for bound in (low, high, base_low, base_high)):
-        return None
-    return (low / base_high - 1) * 100, (high / base_low - 1) * 100
 
 
 def _point(attention: str, module: pd.DataFrame, base: pd.Series, batch: int, found: list[AccuracyRow],

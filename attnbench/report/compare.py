@@ -7,14 +7,14 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from rich.table import Table
-from rich.text import Text
 
 from attnbench.config import GateConfig
 from attnbench.errors import GateError
 from attnbench.gate import THRESHOLD_CONFIDENCE, CaseComparison, Comparison, Verdict, compare_runs
+from attnbench.modules import BASELINE
 from attnbench.report.format import frame_table, md_table
 from attnbench.report.header import recorded_settings
+from attnbench.report.terminal import Column, FittedTable
 from attnbench.results import CASE_KEY, Run
 
 STYLES = {
@@ -145,14 +145,40 @@ def comparison_markdown(comparison: Comparison) -> str:
     return "\n".join(lines + verdict_lines(comparison))
 
 
-def comparison_table(comparison: Comparison) -> Table:
+def _unit(metric: str) -> str:
+    """How a median of `metric` reads in a narrow header: ms, wall ms, or × none (a relative comparison)."""
+    if metric.endswith(f"relative to {BASELINE}"):
+        return f"× {BASELINE}"
+    return "ms" if metric == "latency_ms" else metric.replace("_ms", " ms").replace("_", " ")
+
+
+def _terminal_columns(comparison: Comparison) -> dict[str, Column]:
+    """comparison_frame's columns in the terminal: verdict and case always, then change and interval, the
+    note, the medians, and the test's details as the width allows."""
+    unit, quantity = _unit(comparison.metric), comparison.quantity
+    return {
+        "verdict": Column("verdict"),
+        "case": Column("case"),
+        "change": Column("change", "number", priority=1),
+        "CI of ratio": Column("CI of ratio", "number", priority=2),
+        f"baseline {quantity} median": Column(f"baseline {unit}", "number", priority=4),
+        f"current {quantity} median": Column(f"current {unit}", "number", priority=4),
+        "p": Column("p", "number", priority=5),
+        "n": Column("n", "number", priority=6),
+        "gate": Column("gate", priority=7),
+        "note": Column("note", "clip", priority=3, min_width=16),
+    }
+
+
+def comparison_table(comparison: Comparison) -> FittedTable:
+    """One line per case, worst verdicts first, laid out for the terminal's width (report.terminal); the
+    reasons of failed cases, which a narrow terminal cuts or leaves out, are written in full below."""
     frame = comparison_frame(comparison)
-    table = Table(title=headline(comparison))
-    for column in frame.columns:
-        table.add_column(column, overflow="fold")  # case paths have no spaces to wrap at
-    for values in frame.itertuples(index=False):
-        # Text, not markup: an interval like [1.02, 1.10] is data.
-        table.add_row(*(Text(value) for value in values), style=STYLES[Verdict(values[0])])
+    columns = _terminal_columns(comparison)
+    failures = [f"{case.path}: {case.note}" for case in _ordered(comparison) if case.verdict is Verdict.FAILED]
+    table = FittedTable(list(columns.values()), title=headline(comparison), caption="\n".join(failures) or None)
+    for row in frame.to_dict("records"):
+        table.add_row(*(row[key] for key in columns), style=STYLES.get(Verdict(row["verdict"]), ""))
     return table
 
 
@@ -184,8 +210,13 @@ def render_comparison(a: Run, b: Run, gate: GateConfig = GateConfig()) -> str:
 
 
 def comparison_frame_of(a: Run, b: Run, gate: GateConfig = GateConfig()) -> pd.DataFrame:
-    """The comparison table of `report --format csv|json` for two runs."""
+    """The comparison table of `report --format csv|json` for two runs: like every tidy table, it starts
+    with the (current) run's suite and run id, then the baseline's run id."""
     try:
-        return comparison_records(compare_runs(a, b, gate))
+        frame = comparison_records(compare_runs(a, b, gate))
     except GateError:
-        return comparison_records(Comparison(a, b, "", (), ()))
+        frame = comparison_records(Comparison(a, b, "", (), ()))
+    frame.insert(0, "baseline_run_id", a.run_id)
+    frame.insert(0, "run_id", b.run_id)
+    frame.insert(0, "suite", b.suite_name)
+    return frame

@@ -45,7 +45,7 @@ def cheapest_sentence(frame: pd.DataFrame, title: str) -> str:
             text += f". Ranked where their 95% intervals separate: {_ranking(frame, list(cost.index), batches)}"
     noisy = int(tables.as_flag(frame["noisy"]).sum()) if timed and "noisy" in frame else 0
     if noisy:
-        text += f". {noisy} of the {len(frame)} cases behind this are noisy: rerun on a quieter machine"
+        text += f". {noisy} of the {len(frame)} cases behind this {'is' if noisy == 1 else 'are'} noisy: rerun on a quieter machine"
     return text + "."
 
 

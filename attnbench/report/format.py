@@ -65,5 +65,10 @@ def frame_table(frame: pd.DataFrame) -> str:
     return md_table([str(column) for column in frame.columns], rows)
 
 
+def plural(count: object, noun: str, many: str | None = None) -> str:
+    """`1 warm-up call`, `3 warm-up calls`: a count with its noun in the right number."""
+    return f"{count} {noun if str(count) == '1' else many or noun + 's'}"
+
+
 def words(values: list[object]) -> str:
     return ", ".join(str(v) for v in values)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from attnbench.backbones import NATIVE_FORMULA
 from attnbench.modules import ATTENTION, NATIVE
-from attnbench.report.format import fmt_number, frame_table
+from attnbench.report.format import fmt_number, frame_table, plural
 from attnbench.report.markdown import SECTIONS
 from attnbench.report.view import RunView
 
@@ -51,7 +51,7 @@ def network_sum(label: str, sites: pd.DataFrame) -> str:
     return (
         f"`{label}`, f(C) = {formula_text(sites['attention_key'].iloc[0])}: Σ N_s·f(C_s) = {terms} = {values} = "
         f"{fmt_number(total)}, which {verdict} the {fmt_number(counted)} parameters counted over its "
-        f"{len(sites)} instances."
+        f"{plural(len(sites), 'instance')}."
     )
 
 
@@ -70,4 +70,11 @@ def formula_section(run: RunView) -> str | None:
         lines += [f"#### {backbone}", "", frame_table(backbone_table(rows)), ""]
         lines += [f"- {network_sum(label, group)}" for label, group in rows.groupby("attention", sort=False)]
         lines.append("")
+    unknown = [key for key in dict.fromkeys(sites["attention_key"].dropna()) if key not in ATTENTION]
+    if unknown:
+        lines.append(
+            f"The formula of {', '.join(f'`{key}`' for key in unknown)} is shown as ? because no module of that "
+            "name is registered where this report was written: a plugin's modules are registered by the project "
+            "whose attnbench.toml lists it in `plugins`, so write the report from that project's folder."
+        )
     return "\n".join(lines).rstrip()

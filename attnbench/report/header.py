@@ -7,8 +7,8 @@ import pandas as pd
 from attnbench.calibration import noise_floor_sentence
 from attnbench.measure.stats import NOISY_IQR_FRACTION
 from attnbench.modules import BASELINE
-from attnbench.report.format import fmt_number, words
-from attnbench.report.tables import group_title, groups
+from attnbench.report.format import fmt_number, plural, words
+from attnbench.report.tables import axis_value, group_title, groups, varying
 from attnbench.report.view import RunView
 
 NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
@@ -102,7 +102,7 @@ def measured_lines(run: RunView) -> list[str]:
         counts = words(sorted({int(repeats.min()), int(repeats.max())})).replace(", ", " to ")
         text += (
             f" Latency is the median of {counts} timed calls per case, after "
-            f"{timing.get('warmup')} warm-up calls, within a budget of {timing.get('max_seconds')} s per case."
+            f"{plural(timing.get('warmup'), 'warm-up call')}, within a budget of {timing.get('max_seconds')} s per case."
         )
     text += timing_sentence(run)
     counted = [step for step, shown in (("train", run.trains), ("compiled", run.compiles)) if shown]
@@ -154,9 +154,11 @@ def warning_lines(run: RunView) -> list[str]:
                      "were not measured")
     noisy = cases[cases["noisy"]]
     if not noisy.empty:
-        names = [f"{r.backbone} {r.attention} batch {r.batch_size}" for r in noisy.itertuples()]
+        axes = [c for c in varying(cases) if c not in ("backbone", "batch_size")]  # else two names could match
+        names = [" ".join([row["backbone"], row["attention"], f"batch {row['batch_size']}",
+                           *[axis_value(c, row[c]) for c in axes]]) for _, row in noisy.iterrows()]
         more = f" and {len(names) - NOISY_LISTED} more" if len(names) > NOISY_LISTED else ""
-        lines.append(f"- {len(noisy)} of {len(cases)} cases are noisy ({NOISY_TEXT}): "
+        lines.append(f"- {len(noisy)} of {len(cases)} cases {'is' if len(noisy) == 1 else 'are'} noisy ({NOISY_TEXT}): "
                      f"{words(names[:NOISY_LISTED])}{more}; their latencies and overheads are uncertain")
     counts = cases.loc[cases["status"] != "ok", "status"].value_counts()
     if not counts.empty:

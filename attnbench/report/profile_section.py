@@ -8,6 +8,7 @@ import pandas as pd
 
 from attnbench.report.format import frame_table
 from attnbench.report.markdown import SECTIONS
+from attnbench.report.tables import AXES, axis_value, varying
 from attnbench.report.view import RunView
 
 if TYPE_CHECKING:
@@ -97,10 +98,20 @@ def profile_tables(
     return [(title, readable(frame)) for title, frame in tables]
 
 
+COUNTS = ("operators / step", "CUDA kernels / step", "calls / step", "instances", "launches / step", "launches added")
+"""Columns that count things: a whole number prints as 20, not 20.0 (a mean over steps may still be 7.50)."""
+
+
+def _whole(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Values of 1000 and more rounded to whole numbers, so that they print as 1,234 rather than 1.23e+03."""
+    """Counts as integers, and other values of 1000 and more rounded to whole numbers, so that they print
+    as 20 and 1,234 rather than 20.0 and 1.23e+03."""
     return frame.apply(
-        lambda column: column.map(lambda v: float(round(v)) if isinstance(v, float) and abs(v) >= 1000 else v)
+        lambda column: column.map(_whole) if column.name in COUNTS else
+        column.map(lambda v: float(round(v)) if isinstance(v, float) and abs(v) >= 1000 else v)
     )
 
 
@@ -119,13 +130,12 @@ def where_time_goes(run: RunView) -> str | None:
     if "attention_time_share" not in table or table["attention_time_share"].isna().all():
         return None
     table = table[table["kernel_count"].notna()]
+    axes = [c for c in varying(run.cases) if c != "backbone"]  # every axis that varies in the run: no twin rows
     frame = pd.DataFrame(
         {
             "backbone": table["backbone"],
             "attention": table["attention"],
-            "batch": table["batch_size"],
-            "res (px)": table["resolution"],
-            "mode": table["mode"],
+            **{AXES[c]: table[c].map(lambda value, c=c: axis_value(c, value)) for c in axes},
             "latency vs none (%)": table["latency_overhead_pct"],
             "time in attention (%)": table["attention_time_share"] * 100,
             "launches / step": table["kernel_count"],
@@ -137,4 +147,4 @@ def where_time_goes(run: RunView) -> str | None:
         "Launches are CUDA kernels per step on a GPU and dispatched operators per step on the CPU; time "
         "in attention is kernel time on a GPU and CPU time on the CPU, measured under torch.profiler."
     )
-    return frame_table(frame) + "\n\n" + note
+    return frame_table(readable(frame)) + "\n\n" + note

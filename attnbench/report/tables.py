@@ -105,10 +105,69 @@ def groups(frame: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
     yield from frame.groupby(list(TABLE_SETTING), sort=False, dropna=False)
 
 
+AXES = {
+    "backbone": "backbone", "batch_size": "batch", "resolution": "res (px)", "dtype": "dtype", "mode": "mode",
+    "device": "device", "channels_last": "memory format", "compile": "compile",
+}
+"""The grid's axes (a case's setting) and their headers in tables."""
+
+
+def varying(frame: pd.DataFrame, columns: tuple[str, ...] = SETTING) -> list[str]:
+    """The axes of `columns` that take more than one value in `frame`: those its rows must show to differ."""
+    return [c for c in columns if c in frame and frame[c].nunique(dropna=False) > 1]
+
+
+def axis_value(column: str, value: object) -> str:
+    """One axis value as a table cell: a memory format or compile flag says what it is, not True/False."""
+    if column == "channels_last":
+        return "channels_last" if value is True or str(value) == "True" else "contiguous"
+    if column == "compile":
+        return "compiled" if value is True or str(value) == "True" else "eager"
+    return str(value)
+
+
+def constant_words(frame: pd.DataFrame, columns: tuple[str, ...] = SETTING) -> list[str]:
+    """The axes of `columns` that hold one value in `frame`, in words ("resnet18", "64 px", "batch 1", ...);
+    the defaults (contiguous, eager) are left unsaid."""
+    words = []
+    for column in columns:
+        values = frame[column].unique() if column in frame else []
+        if len(values) != 1:
+            continue
+        value = values[0]
+        if column == "resolution":
+            words.append(f"{int(value)} px")
+        elif column == "batch_size":
+            words.append(f"batch {value}")
+        elif column in ("channels_last", "compile"):
+            if axis_value(column, value) in ("channels_last", "compiled"):
+                words.append("channels_last" if column == "channels_last" else "torch.compile")
+        else:
+            words.append(str(value))
+    return words
+
+
 def group_title(key: tuple) -> str:
     backbone, resolution, dtype, mode, device, channels_last, compiled = key
     extras = [name for name, on in (("channels_last", channels_last), ("torch.compile", compiled)) if on]
     return ", ".join([f"{backbone} at {int(resolution)} px", dtype, mode, device, *extras])
+
+
+def overhead_interval(case: pd.Series, base: pd.Series) -> tuple[float, float] | None:
+    """The latency overhead's 95% interval in %: the paired one the run measured (from the rounds the module
+    shared with its `none`), or for runs timed before pairing the module's and `none`'s own intervals taken
+    at their extremes, which is wider. The one place the report and its figures take an interval from."""
+    paired = [pd.to_numeric(case.get(c), errors="coerce") for c in ("latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct")]
+    if not any(pd.isna(bound) for bound in paired):
+        return float(paired[0]), float(paired[1])
+    low, high, base_low, base_high = (
+        pd.to_numeric(row.get(column), errors="coerce")
+        for row, column in ((case, "latency_ms_ci_low"), (case, "latency_ms_ci_high"),
+                            (base, "latency_ms_ci_low"), (base, "latency_ms_ci_high"))
+    )
+    if any(pd.isna(bound) for bound in (low, high, base_low, base_high)):
+        return None
+    return (low / base_high - 1) * 100, (high / base_low - 1) * 100
 
 
 COST_COLUMNS = ("latency_overhead_pct", "flops_overhead_pct", "macs_overhead_pct", "params_overhead_pct")
@@ -226,8 +285,7 @@ def grid_pivot(frame: pd.DataFrame, values: list[str]) -> pd.DataFrame:
 
     Rows and columns keep the order in which the grid ran them, so `none` stays where the suite put it.
     """
-    varying = [c for c in TABLE_SETTING[1:] if c != "resolution" and frame[c].nunique(dropna=False) > 1]
-    index = ["backbone", *varying, "attention"]
+    index = ["backbone", *[c for c in varying(frame, TABLE_SETTING[1:]) if c != "resolution"], "attention"]
     table = frame.pivot_table(index=index, columns=["batch_size", "resolution"], values=values, aggfunc="first")
     appearance = {c: {v: i for i, v in enumerate(frame[c].unique())} for c in index}
     return table.sort_index(key=lambda level: level.map(appearance[level.name]))
