@@ -127,6 +127,7 @@ def test_report_section_shows_share_and_added_launches():
         [
             {"backbone": "resnet18", "attention": attention, "batch_size": 1, "resolution": 32, "dtype": dtype,
              "mode": "eval", "device": "cpu", "status": "ok", "latency_ms_median": latency,
+             "throughput_ips": 1000 / latency,
              "attention_time_share": share, "kernel_count": launches, "attention_top_ops": top}
             for dtype in ("float32", "bfloat16")
             for attention, latency, share, launches, top in (

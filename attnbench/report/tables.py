@@ -84,6 +84,8 @@ def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
     for column in columns:
         if column in OVERHEAD_OF:
             ok[f"{OVERHEAD_OF[column]}_overhead_pct"] = (ok[column] / ok[f"base_{column}"] - 1) * 100
+        if column in ADDED_OF:
+            ok[ADDED_OF[column]] = ok[column] - ok[f"base_{column}"]
     if paired is not None and "latency_overhead_pct" in ok:
         # The overhead taken round by round beside `none` where the run has it (the ratio of the two
         # medians otherwise: runs timed before pairing, or a group that lost its `none` while timing).
@@ -91,8 +93,6 @@ def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
         for bound in ("latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct"):
             if bound in ok:
                 ok[bound] = pd.to_numeric(ok[bound], errors="coerce")
-        if column in ADDED_OF:
-            ok[ADDED_OF[column]] = ok[column] - ok[f"base_{column}"]
     if "throughput_ips" in columns:
         ok["throughput_ratio"] = ok["throughput_ips"] / ok["base_throughput_ips"]
     return ok
