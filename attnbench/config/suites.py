@@ -147,6 +147,7 @@ def attention_entry(
         return AttentionEntry(key, label or BASELINE)
     spec = get_attention(key)
     resolved = spec.resolve_options(options)
+    options = {name: resolved[name] for name in options}  # as checked: an int given for a float is a float
     if placement is not None:
         check_placement(spec, placement)
     return AttentionEntry(
