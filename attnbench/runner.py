@@ -4,6 +4,7 @@ soon as its group finishes; resume runs what an interrupted run left."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def run_suite(
             **environment(device, project.root),
             **settings,
             "isolate": suite.timing.isolate_on(device.type),
+            "left_out": [asdict(item) for item in suite.left_out],
         },
     )
     return _execute(suite, expand_grid(suite, device.type), writer, device, progress, project.threads)

@@ -104,8 +104,8 @@ def test_failure_inside_a_case_is_a_row_and_the_run_goes_on(project, project_dir
 
 
 def test_case_over_its_time_limit(project, project_dir, failing):
-    failing(lambda: time.sleep(0.05))
-    suite = tiny_suite(project, project_dir, "max_case_seconds = 0.3\nmax_seconds = 5.0\nmax_repeats = 1000\n")
+    failing(lambda: time.sleep(0.2))  # its warm-up and minimum repeats alone take 0.8 s
+    suite = tiny_suite(project, project_dir, "max_case_seconds = 0.3\nmax_seconds = 0.25\nmax_repeats = 1000\n")
     run_dir = run_suite(load_suite(str(suite), project), project)
     rows = statuses(run_dir)
     assert rows["failing"][0] == "timeout" and "max_case_seconds = 0.3" in rows["failing"][1]
