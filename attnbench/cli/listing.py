@@ -76,7 +76,11 @@ def _list_backbones(project: ProjectConfig) -> Table:
 def _list_suites(project: ProjectConfig) -> Table:
     table = Table("suite", "description", "metrics", "cases")
     for name in list_suites(project):
-        suite = load_suite(name, project)
+        try:
+            suite = load_suite(name, project)
+        except AttnbenchError as error:  # one broken file must not hide the others
+            table.add_row(name, f"cannot be loaded: {error}", "-", "-")
+            continue
         table.add_row(name, suite.description, ", ".join(suite.metrics), str(suite.grid.case_count))
     return table
 

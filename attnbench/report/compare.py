@@ -175,7 +175,7 @@ def render_comparison(a: Run, b: Run, gate: GateConfig = GateConfig()) -> str:
         environment_table(a, b), "",
     ]
     try:
-        comparison = compare_runs(a, b, gate)
+        comparison = compare_runs(a, b, gate, across_suites=True)  # a report shows what differs, and warns
     except GateError as error:
         return "\n".join(lines + [f"No case can be compared: {error}.", ""])
     return "\n".join(lines + [f"## {headline(comparison)}", "", *verdict_lines(comparison)])
@@ -184,6 +184,6 @@ def render_comparison(a: Run, b: Run, gate: GateConfig = GateConfig()) -> str:
 def comparison_frame_of(a: Run, b: Run, gate: GateConfig = GateConfig()) -> pd.DataFrame:
     """The comparison table of `report --format csv|json` for two runs."""
     try:
-        return comparison_records(compare_runs(a, b, gate))
+        return comparison_records(compare_runs(a, b, gate, across_suites=True))
     except GateError:
         return comparison_records(Comparison(a, b, "", (), ()))
