@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from attnbench.cli import main
-from attnbench.config import attention_entry, load_project, load_suite
+from attnbench.config import attention_entry, filter_suite, load_project, load_suite
 from attnbench.errors import ConfigError, GateError, OptionError, ResultsError
 from attnbench.gate import compare_runs
 from attnbench.modules import ATTENTION
@@ -413,6 +413,8 @@ def test_star_lists_what_it_left_out_in_the_suite_meta_run_and_report(project_di
     assert f'left out of "*": {left_out.reason}' in out
     run_dir = find_runs(project_dir / "results")[0]
     assert read_meta(run_dir)["left_out"] == [{"attention": "gsop", "backbone": "resnet18", "reason": left_out.reason}]
+    with pytest.raises(ConfigError, match=f"--attention 'gsop': left out of \"\\*\": {re.escape(left_out.reason)}"):
+        filter_suite(suite, attention=["gsop"])
     assert f'left out of `"*"`: {left_out.reason}' in write_report(run_dir).read_text()
 
 
@@ -450,8 +452,6 @@ def test_run_errors_start_with_the_error_not_a_blank_line(project_dir: Path):
 
 
 def test_attention_filter_takes_keys_and_labels(project, tmp_path: Path):
-    from attnbench.config import filter_suite
-
     text = TINY_SUITE.replace('["none", "se"]', '["none", "se", { name = "se", label = "se-bias", bias = true }]')
     suite = load_suite(str(write(tmp_path / "s.toml", text)), project)
     assert [e.label for e in filter_suite(suite, attention=["none", "se"]).grid.attention] == ["none", "se", "se-bias"]

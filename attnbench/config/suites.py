@@ -263,6 +263,9 @@ def filter_suite(
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
         unknown = [a for a in attention if a not in names]
+        left_out = [item for item in suite.left_out if unknown and item.attention == unknown[0]]
+        if left_out:
+            raise ConfigError(f'--attention {unknown[0]!r}: left out of "*": {left_out[0].reason}')
         if unknown:
             raise ConfigError(
                 f"--attention {unknown[0]!r} is not in suite {suite.name!r}; "
