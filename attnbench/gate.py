@@ -26,7 +26,7 @@ from attnbench.errors import GateError
 from attnbench.measure.stats import paired_ratios, per_round
 from attnbench.modules import BASELINE
 from attnbench.results import (
-    CASE_KEY, SAMPLE_COLUMNS, Run, case_key, find_runs, key_path, key_value, read_run, setting_key,
+    CASE_KEY, SAMPLE_COLUMNS, Run, case_key, find_runs, key_path, key_value, read_meta, read_run, setting_key,
 )
 
 ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "threads")
@@ -229,15 +229,27 @@ def environment_warnings(baseline: Run, current: Run) -> list[str]:
     return warnings
 
 
-def resolve_run(path: Path, role: str) -> Run:
-    """A run directory, or a folder of runs (its latest run)."""
+def resolve_run(path: Path, role: str, suite: str | None = None) -> Run:
+    """A run directory, or a folder of runs: its latest run of `suite` when it holds one, else its latest
+    run (which compare_runs then refuses as a run of another suite)."""
     path = Path(path)
     if not path.exists():
         raise GateError(f"{role} {path} does not exist; accepted: a run directory or a folder of runs")
     runs = find_runs(path)
     if not runs:
         raise GateError(f"{role} {path} holds no run directory (no meta.json in it or its subfolders)")
-    return read_run(runs[-1])
+    of_suite = [run for run in runs if suite is not None and read_meta(run).get("suite", {}).get("name") == suite]
+    return read_run((of_suite or runs)[-1])
+
+
+def suite_mismatch(baseline: Run, current: Run) -> str | None:
+    """Why two runs are of different suites, or None."""
+    if baseline.suite_name == current.suite_name:
+        return None
+    return (
+        f"the baseline run {baseline.run_id} is of suite {baseline.suite_name!r}, the current run "
+        f"{current.run_id} of suite {current.suite_name!r}"
+    )
 
 
 def compare_runs(
@@ -248,6 +260,7 @@ def compare_runs(
     strict_env: bool = False,
     seed: int = 0,
     absolute: bool = False,
+    across_suites: bool = False,
 ) -> Comparison:
     """Matches the cases of two runs on their case key and classifies each; raises GateError on misuse.
 
@@ -258,15 +271,26 @@ def compare_runs(
     their own drift is reported as a warning. A case whose setting has no finished `none` in either run
     is compared absolutely, and a warning says so. `absolute` compares every case's raw times, for
     tracking torch or hardware upgrades on a dedicated machine.
+
+    Runs of different suites are refused unless `across_suites` (then it is the first warning), and a run
+    is never compared with itself: it would always pass.
     """
     if metric not in SAMPLE_METRICS:
         raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
-    warnings = environment_warnings(baseline, current)
-    if warnings and strict_env:
-        raise GateError(f"{warnings[0]} (--strict-env); rerun the baseline on this environment")
+    environment = environment_warnings(baseline, current)
+    if environment and strict_env:
+        raise GateError(f"{environment[0]} (--strict-env); rerun the baseline on this environment")
     for role, run in (("baseline", baseline), ("current", current)):
         if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
             raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
+    if baseline.run_id == current.run_id:
+        raise GateError(
+            f"the baseline and the current run are the same run {current.run_id}; compare a run with an earlier one"
+        )
+    mismatch = suite_mismatch(baseline, current)
+    if mismatch and not across_suites:
+        raise GateError(f"{mismatch}; compare runs of one suite, or pass --force to compare their common cases")
+    warnings = [*([mismatch] if mismatch else []), *baseline.warnings, *current.warnings, *environment]
     before, after = _keyed(baseline), _keyed(current)
     references = (_baselines(baseline), _baselines(current))
     if not set(before) & set(after):

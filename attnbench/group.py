@@ -18,6 +18,7 @@ from attnbench.config import CaseSpec
 from attnbench.errors import AttnbenchError, DeviceError
 from attnbench.guards import CaseTimeout, preserved_torch_state, time_limit
 from attnbench.measure import METRICS, MeasureContext, MetricResult
+from attnbench.measure.footprint import check_fits
 from attnbench.measure.graphs import graph_columns
 from attnbench.measure.prepared import PreparedCase, prepare_case
 from attnbench.measure.timing import GroupTimings, latency_columns, time_group
@@ -197,6 +198,7 @@ class GroupRunner:
 
             def prepare(case: CaseSpec = case) -> None:
                 built = self.models.get(case)
+                check_fits(case, built, context.device, context.cache)  # before its input batch exists
                 prepared[case.case_id] = prepare_case(case, built, context.device, context.timing, context.clock)
 
             attempt(prepare, context.timing.max_case_seconds, results[case.case_id])

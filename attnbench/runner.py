@@ -3,8 +3,9 @@ soon as its group finishes; resume runs what an interrupted run left."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -19,6 +20,7 @@ from attnbench.measure.env import environment
 from attnbench.process import configure_process, resolve_device
 from attnbench.results import RunWriter, case_key, read_run, utc_now
 from attnbench.schedule import plan
+
 
 class Progress(Protocol):
     """What a run tells whoever watches it (the CLI's progress bar); the API watches nothing by default."""
@@ -39,11 +41,11 @@ def _execute(
     interleaves (TimingSpec.interleave), in this process or one worker process per group."""
     isolate = writer.meta["isolate"]
     interleave = suite.timing.interleave and "latency" in suite.metrics
-    executor = make_executor(suite, device, threads, isolate)
     status, done = "interrupted", 0
     if progress:
         progress.started(len(cases), estimate_seconds(suite, device.type, cases))
     try:
+        executor = make_executor(suite, device, threads, isolate)
         with interruptible():
             for group in plan(cases, interleave):
                 if progress:
@@ -62,11 +64,17 @@ def _execute(
         interruption.run_dir = writer.path
         raise
     finally:
-        calibration = noise_floor(read_run(writer.path).cases.to_dict("records"))
-        if calibration:
-            writer.update_meta(calibration=calibration)
-        writer.finish(status)
+        writer.finish(status, **_calibration(writer.path))
     return writer.path
+
+
+def _calibration(run_dir: Path) -> dict[str, Any]:
+    """meta.json's noise floor, from the A/A twin's rows of the whole run (those of earlier resumes too)."""
+    try:
+        calibration = noise_floor(read_run(run_dir).cases.to_dict("records"))
+    except ResultsError:  # a damaged file is the reader's to report; the run must still be closed
+        return {}
+    return {"calibration": calibration} if calibration else {}
 
 
 def run_suite(
@@ -83,6 +91,7 @@ def run_suite(
     """
     device = resolve_device(suite.grid.device)
     settings = configure_process(project.threads, suite.timing)
+    cases = expand_grid(suite, device.type)
     writer = RunWriter.create(
         results_root or project.results_dir,
         {
@@ -93,16 +102,31 @@ def run_suite(
             **environment(device, project.root),
             **settings,
             "isolate": suite.timing.isolate_on(device.type),
+            "left_out": [asdict(item) for item in suite.left_out],
         },
     )
-    return _execute(suite, expand_grid(suite, device.type), writer, device, progress, project.threads)
+    return _execute(suite, cases, writer, device, progress, project.threads)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a resume did: the cases it measured (none: the grid had a row for each), and what it found
+    and repaired in the run's files."""
+
+    path: Path
+    measured: int
+    warnings: tuple[str, ...] = ()
 
 
 def resume_run(
     run_dir: Path, project: ProjectConfig, force: bool = False, progress: Progress | None = None
-) -> Path:
-    """Runs the cases of an interrupted run that have no row yet, in the same run directory."""
-    run = read_run(run_dir)
+) -> Resumed:
+    """Runs the cases of an interrupted run that have no row yet (or a bad one), in the same run directory.
+
+    A complete run with a row for every case is left as it is. The run is locked from before its rows
+    are read until it ends, so a second writer is refused instead of measuring the same cases again.
+    """
+    run = read_run(run_dir, repair=True)  # to refuse before locking anything
     meta_path = Path(run_dir) / "meta.json"
     if "suite" not in run.meta:
         raise ResultsError(f"{meta_path}: no recorded suite to resume")
@@ -119,8 +143,18 @@ def resume_run(
     if device.type != run.meta.get("device", device.type).split(":")[0]:
         raise DeviceError(f"run {run.run_id} measured on {run.meta['device']}; it cannot be resumed on {device}")
     configure_process(project.threads, suite.timing)
-    done = {case_key(row) for _, row in run.cases.iterrows()}
-    missing = [case for case in expand_grid(suite, device.type) if case_key(case.key) not in done]
-    writer = RunWriter.reopen(Path(run_dir))
-    writer.update_meta(resumed=[*run.meta.get("resumed", []), utc_now()])
-    return _execute(suite, missing, writer, device, progress, project.threads)
+    writer, run = RunWriter.reopen(Path(run_dir))
+    try:
+        done = {case_key(row) for _, row in run.cases.iterrows()}
+        missing = [case for case in expand_grid(suite, device.type) if case_key(case.key) not in done]
+        intact = not run.dropped and len(run.samples) == run.samples_on_disk
+        if not missing and intact and run.meta.get("status") == "complete":
+            writer.close()
+            return Resumed(writer.path, 0)
+        writer.repair(run)
+        writer.update_meta(status="running", resumed=[*run.meta.get("resumed", []), utc_now()])
+    except BaseException:
+        writer.close()
+        raise
+    _execute(suite, missing, writer, device, progress, project.threads)
+    return Resumed(writer.path, len(missing), tuple(run.warnings))

@@ -38,3 +38,14 @@ def test_targets_create_their_own_environment():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "set -e" in ci
+
+
+def test_ci_recipes_find_the_run_directory_and_hide_no_failure():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Latency gate in CI", 1)[1].split("### pytest-benchmark", 1)[0]
+    recipes = re.findall(r"```(?:yaml|bash)\n(.*?)```", section, re.S)
+    shell = next(recipe for recipe in recipes if "set -euo pipefail" in recipe)
+    actions = next(recipe for recipe in recipes if "runs-on:" in recipe)
+    for recipe in (shell, actions):
+        assert "attnbench latest results/ci --suite gpu-latency" in recipe
+        assert "ls -d" not in recipe and "|| true" not in recipe

@@ -209,8 +209,8 @@ def test_bad_options_are_one_line_errors(root: Path) -> None:
         write_report(root, run_id="1999")
     with pytest.raises(ResultsError, match="comparison takes two run directories"):
         write_report([root / OLD_SMOKE, root / SMOKE], all_runs=True)
-    with pytest.raises(ResultsError, match="folder .* does not exist"):
-        write_report(root, root / "nowhere" / "report.md")
+    with pytest.raises(ResultsError, match="meta.json is a file, not a folder"):
+        write_report(root, root / SMOKE / "meta.json" / "report.md")
     with pytest.raises(AttnbenchError, match="unknown report format 'html'"):
         write_report(root, fmt="html")
 

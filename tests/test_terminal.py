@@ -124,10 +124,12 @@ def test_cli_tables_fit_80_columns_and_paths_are_never_wrapped(project_dir: Path
         assert max(len(line) for line in out.splitlines()) <= 80
         assert "…" not in out
     results = project_dir / "a-rather-long-results-folder-name-that-makes-the-path-longer-than-80-columns"
-    assert main(["run", "--suite", "tiny", "--out", str(results)]) == 0
+    for _ in range(2):
+        assert main(["run", "--suite", "tiny", "--out", str(results)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        run_dir = sorted(path for path in results.iterdir() if path.is_dir())[-1]
+        assert f"run directory: {run_dir}" in out
+    first, second = sorted(path for path in results.iterdir() if path.is_dir())
+    assert main(["compare", str(first), str(second)]) in (0, 1)
     out = capsys.readouterr().out.splitlines()
-    run_dir = next(results.iterdir())
-    assert f"run directory: {run_dir}" in out
-    assert main(["compare", str(run_dir), str(run_dir)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("attnbench gate: PASS") and max(len(line) for line in out) <= 80
+    assert out[0].startswith("attnbench gate: ") and max(len(line) for line in out) <= 80

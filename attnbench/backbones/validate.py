@@ -147,19 +147,21 @@ def check_pair(
 
 def runnable_entries(
     backbones: tuple[str, ...], entries: tuple[tuple[Any, bool], ...], resolution: int
-) -> tuple[Any, ...]:
-    """The grid's attention entries that can be built, each in the backbones it runs in.
+) -> tuple[tuple[Any, ...], tuple[tuple[str, str, str], ...]]:
+    """The grid's attention entries that can be built, each in the backbones it runs in, and the
+    (label, backbone, reason) of each pair left out.
 
     `entries` are (AttentionEntry, came in through `"*"`). Every (backbone, entry) pair is checked at
     the grid's smallest resolution. An entry the suite names that cannot run is an OptionError with the
     reason; one that only came in through `"*"` is kept for the backbones it runs in (its `backbones`
     narrowed to them) and left out where it runs in none, so `"*"` means every registered module,
-    wherever it can run. `native` without a `backbones` list is narrowed the same way, to the grid
-    backbones that ship attention of their own, and is an error only where none does.
+    wherever it can run; what it leaves out is returned, never dropped silently. `native` without a
+    `backbones` list is narrowed the same way, to the grid backbones that ship attention of their own,
+    and is an error only where none does.
     """
     from attnbench.modules import BASELINE, NATIVE
 
-    kept = []
+    kept, left_out = [], []
     for entry, starred in entries:
         outside = [b for b in entry.backbones if b not in backbones]
         if outside:
@@ -177,6 +179,8 @@ def runnable_entries(
                 if not narrows:
                     raise
                 refusals.append(error)
+                if starred:
+                    left_out.append((entry.label, backbone, str(error)))
                 continue
             fitting.append(backbone)
         if not fitting:
@@ -186,4 +190,4 @@ def runnable_entries(
         kept.append(replace(entry, backbones=tuple(fitting)) if narrows and len(fitting) < len(backbones) else entry)
     if not kept:
         raise OptionError(f"no module of '*' runs in {', '.join(backbones)}")
-    return tuple(kept)
+    return tuple(kept), tuple(left_out)

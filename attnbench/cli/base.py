@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,12 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
     return decorate
 
 
-
-
 def project_of(args: argparse.Namespace) -> ProjectConfig:
     return load_project(Path(args.config) if args.config else None)
+
+
+def print_warnings(warnings: Iterable[str]) -> None:
+    """What the library found and worked around (rows written twice, runs of other suites, ...): one
+    line each on stderr."""
+    for warning in warnings:
+        error_console.print(f"attnbench: warning: {warning}", markup=False, highlight=False, soft_wrap=True)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from attnbench.cli.base import console, error_console
+from attnbench.cli.base import console, print_warnings
 from attnbench.config import GateConfig, ProjectConfig, parse_alpha, parse_fraction
-from attnbench.errors import ResultsError
+from attnbench.outputs import write_text
+
+if TYPE_CHECKING:
+    from attnbench.results import Run
+
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -30,6 +35,16 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def gate_flags_given(args: argparse.Namespace) -> list[str]:
+    """The gate's options set on the command line (they mean nothing without a baseline)."""
+    given = {
+        "--max-slowdown": args.max_slowdown is not None, "--alpha": args.alpha is not None,
+        "--metric": args.metric != "latency_ms", "--strict-env": args.strict_env, "--relative": args.relative,
+        "--absolute": args.absolute, "--fail-on-inconclusive": args.fail_on_inconclusive,
+    }
+    return [flag for flag, set_ in given.items() if set_]
+
+
 def gate_config(args: argparse.Namespace, project: ProjectConfig) -> GateConfig:
     """attnbench.toml's [gate], with the command line replacing its defaults (overrides still apply)."""
     defaults = project.gate.defaults
@@ -41,23 +56,20 @@ def gate_config(args: argparse.Namespace, project: ProjectConfig) -> GateConfig:
 
 
 def run_gate(
-    args: argparse.Namespace, project: ProjectConfig, baseline: Path, current: Path, out: Path | None
+    args: argparse.Namespace, project: ProjectConfig, baseline: Run, current: Run, out: Path | None
 ) -> bool:
-    """Compares two runs, prints the table and warnings, writes Markdown to `out`; True when it passes."""
-    from attnbench.gate import Verdict, compare_runs, resolve_run
+    """Compares two runs, prints the table and warnings, writes Markdown to `out` (a path already
+    prepared); True when it passes. `args.force` compares runs of different suites."""
+    from attnbench.gate import Verdict, compare_runs
     from attnbench.report.compare import comparison_markdown, comparison_table
 
     comparison = compare_runs(
-        resolve_run(baseline, "baseline"), resolve_run(current, "current"),
-        gate_config(args, project), args.metric, args.strict_env, absolute=args.absolute,
+        baseline, current, gate_config(args, project), args.metric, args.strict_env, absolute=args.absolute,
+        across_suites=args.force,
     )
     console.print(comparison_table(comparison), crop=False)
-    for warning in comparison.warnings:
-        error_console.print(f"attnbench: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    print_warnings(comparison.warnings)
     if out is not None:
-        try:
-            out.write_text(comparison_markdown(comparison))
-        except OSError as error:
-            raise ResultsError(f"cannot write {out}: {error.strerror}") from None
+        write_text(out, comparison_markdown(comparison), "comparison")
         console.print(f"comparison written to {out}", markup=False, highlight=False, soft_wrap=True)
     return comparison.passed and not (args.fail_on_inconclusive and comparison.of(Verdict.INCONCLUSIVE))

@@ -85,7 +85,11 @@ def _list_suites(project: ProjectConfig) -> FittedTable:
         Column("description", "text", priority=3, min_width=20),
     ])
     for name in list_suites(project):
-        suite = load_suite(name, project)
+        try:
+            suite = load_suite(name, project)
+        except AttnbenchError as error:  # one broken file must not hide the others
+            table.add_row(name, "-", "-", f"cannot be loaded: {error}")
+            continue
         table.add_row(name, str(suite.grid.case_count), ", ".join(suite.metrics), suite.description)
     return table
 

@@ -9,7 +9,8 @@ from rich.table import Table
 
 from attnbench.cli.base import command, console, project_of
 from attnbench.config import DEVICES, DTYPES, MODES, CaseSpec, attention_entry, parse_option
-from attnbench.errors import OptionError
+from attnbench.errors import OptionError, ResultsError
+from attnbench.outputs import prepare_output, write_text
 
 def _configure_profile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", required=True, help="a backbone of `attnbench list backbones`")
@@ -69,8 +70,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     project = project_of(args)
     device = resolve_device(args.device or project.device)
     case = _profile_case(args, device.type)
+    # Checked before the profile runs, so that a path it cannot write never wastes it.
+    trace = prepare_output(Path(args.trace), "--trace") if args.trace else None
+    out = prepare_output(Path(args.out), "--out") if args.out else None
+    if trace:
+        trace.unlink(missing_ok=True)  # an earlier trace must not pass for this one
     configure_process(project.threads, project.timing)
-    trace = Path(args.trace) if args.trace else None
     result, baseline = profile_against_baseline(
         case, device, project.timing, warmup=args.warmup, steps=args.steps, trace=trace
     )
@@ -83,9 +88,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for title, frame in tables:
         console.print(_rich_table(title, frame))
     if trace:
+        if not trace.is_file():  # torch.profiler reports a failed export on stderr only
+            raise ResultsError(f"--trace {trace}: torch.profiler wrote no trace there")
         console.print(f"trace written to {trace} (open in https://ui.perfetto.dev or chrome://tracing)",
                       markup=False, highlight=False, soft_wrap=True)
-    if args.out:
-        Path(args.out).write_text(profile_markdown(heading, tables))
-        console.print(f"tables written to {args.out}", markup=False, highlight=False, soft_wrap=True)
+    if out:
+        write_text(out, profile_markdown(heading, tables), "--out")
+        console.print(f"tables written to {out}", markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from attnbench.cli.base import command, console, project_of
+from attnbench.cli.base import command, console, print_warnings, project_of
 
 def _configure_report(parser: argparse.ArgumentParser) -> None:
     from attnbench.report import FORMATS
@@ -27,12 +27,18 @@ def _configure_report(parser: argparse.ArgumentParser) -> None:
 @command("report", "write a report of a run directory or results root, or compare two runs", _configure_report)
 def cmd_report(args: argparse.Namespace) -> int:
     from attnbench.accuracy import accuracy_rows
-    from attnbench.report import ReportOptions, write_report
+    from attnbench.report import ReportOptions
+    from attnbench.report.writer import build_report, check_output, save_report
 
     project = project_of(args)
-    target = write_report(
-        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.run, args.all, args.format,
+    out = Path(args.out) if args.out else None
+    check_output(out, args.format)
+    report = build_report(
+        [Path(p) for p in args.paths], args.run, args.all,
         ReportOptions(project.gate, accuracy_rows(project)),  # the lab's own accuracies join the published ones
     )
+    target = save_report(report, out, args.format)
+    read = [*report.runs, *([report.baseline] if report.baseline else [])]
+    print_warnings(warning for run in read for warning in run.warnings)
     console.print(f"report written to {target}", markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -109,6 +109,12 @@ def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -
         value = getattr(timing, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
+    if timing.max_case_seconds is not None and timing.max_case_seconds <= timing.max_seconds:
+        # A case times for max_seconds after its warm-up, so within this limit it could never finish.
+        raise ConfigError(
+            f"{source}: {prefix}.max_case_seconds ({timing.max_case_seconds:g}) must be > max_seconds "
+            f"({timing.max_seconds:g}), the time each case is timed for; otherwise every case times out"
+        )
     return timing
 
 

@@ -115,6 +115,15 @@ class GridSpec:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """A module that `"*"` brought into a grid and that cannot run in one of its backbones, and why."""
+
+    attention: str
+    backbone: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     name: str
     description: str
@@ -123,6 +132,8 @@ class SuiteSpec:
     timing: TimingSpec
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    left_out: tuple[LeftOut, ...] = ()
+    """What `"*"` left out of the grid (recorded in meta.json, shown by the run and its report)."""
 
     @property
     def fingerprint(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from attnbench.config.project import ProjectConfig, parse_timing
 from attnbench.config.specs import (
-    CPU_DTYPES, DEVICES, DTYPES, MODES, AttentionEntry, CaseSpec, GridSpec, SuiteSpec,
+    CPU_DTYPES, DEVICES, DTYPES, MODES, AttentionEntry, CaseSpec, GridSpec, LeftOut, SuiteSpec,
 )
 from attnbench.config.toml import Section, read_toml
 from attnbench.errors import AttnbenchError, ConfigError, OptionError, UnknownNameError
@@ -56,18 +56,20 @@ def parse_suite(data: dict[str, Any], source: Path | str, project: ProjectConfig
     for metric in metrics:
         if metric not in accepted:
             raise ConfigError(f"{top.where('metrics')}: " + unknown_name_message("metric", metric, accepted))
+    grid, left_out = _grid(top.get("grid", dict), source, project)
     suite = SuiteSpec(
         name=top.get("name", str, Path(source).stem),
         description=top.get("description", str, ""),
         metrics=metrics,
-        grid=_grid(top.get("grid", dict), source, project),
+        grid=grid,
         timing=parse_timing(data.get("timing", {}), source, "timing", project.timing),
         source=Path(source) if isinstance(source, (str, Path)) else None,
+        left_out=left_out,
     )
     return replace(suite, raw=suite_to_dict(suite))
 
 
-def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> GridSpec:
+def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> tuple[GridSpec, tuple[LeftOut, ...]]:
     from attnbench.backbones import BACKBONES, runnable_entries
 
     section = Section(data, source, "grid", tuple(GridSpec.__dataclass_fields__))
@@ -98,10 +100,10 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
     device = section.choice("device", DEVICES, project.device)
     check_dtypes_on_device(dtypes, device, section.where("dtypes"))
     try:
-        runnable = runnable_entries(backbones, entries, min(resolutions))
+        runnable, left_out = runnable_entries(backbones, entries, min(resolutions))
     except AttnbenchError as error:
         raise ConfigError(f"{section.where('attention')}: {error}") from None
-    return GridSpec(
+    grid = GridSpec(
         backbones=backbones,
         attention=runnable,
         batch_sizes=batch_sizes,
@@ -112,6 +114,7 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> G
         channels_last=section.bools("channels_last"),
         compile=section.bools("compile"),
     )
+    return grid, tuple(LeftOut(*item) for item in left_out)
 
 
 def check_dtypes_on_device(dtypes: tuple[str, ...], device: str, where: str) -> None:
@@ -148,6 +151,7 @@ def attention_entry(
         return AttentionEntry(key, label or key)
     spec = get_attention(key)
     resolved = spec.resolve_options(options)
+    options = {name: resolved[name] for name in options}  # as checked: an int given for a float is a float
     if placement is not None:
         check_placement(spec, placement)
     return AttentionEntry(
@@ -253,19 +257,16 @@ def filter_suite(
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
         unknown = [a for a in attention if a not in names]
+        left_out = [item for item in suite.left_out if unknown and item.attention == unknown[0]]
+        if left_out:
+            raise ConfigError(f'--attention {unknown[0]!r}: left out of "*": {left_out[0].reason}')
         if unknown:
             raise ConfigError(
                 f"--attention {unknown[0]!r} is not in suite {suite.name!r}; "
                 f"accepted: {', '.join(e.label for e in grid.attention)}"
             )
-        labels = {e.label for e in grid.attention}
-        # A name that is some entry's label picks that entry only; otherwise it picks every entry of that key.
-        grid = replace(
-            grid,
-            attention=tuple(
-                e for e in grid.attention if e.label in attention or (e.key in attention and e.key not in labels)
-            ),
-        )
+        # A key picks every entry of that module (`se`: `se` and `se-bias`), a label that entry alone.
+        grid = replace(grid, attention=tuple(e for e in grid.attention if e.label in attention or e.key in attention))
     if backbones:
         unknown = [b for b in backbones if b not in grid.backbones]
         if unknown:
@@ -295,7 +296,9 @@ def filter_suite(
             raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")
         check_dtypes_on_device(grid.dtypes, device, f"--device {device}")
         grid = replace(grid, device=device)
-    narrowed = replace(suite, grid=grid)
+    left_out = tuple(item for item in suite.left_out
+                     if item.backbone in grid.backbones and (not attention or item.attention in attention))
+    narrowed = replace(suite, grid=grid, left_out=left_out)
     return replace(narrowed, raw=suite_to_dict(narrowed))
 
 

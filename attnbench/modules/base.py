@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from attnbench.errors import OptionError
+from attnbench.modules.options import check_option, constructor_options
 from attnbench.registry import Registry, close_matches
 
 BASELINE = "none"
@@ -44,9 +44,12 @@ class AttentionSpec:
     min_spatial: int = 1
     """The smallest H and W the module is defined on (covariance needs more than one position)."""
     defaults: dict[str, Any] = field(default_factory=dict)
+    types: dict[str, Any] = field(default_factory=dict)
+    """Each option's accepted type (modules.options); an option without one takes any value."""
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Defaults overlaid with `options`; unknown option names are refused."""
+        """Defaults overlaid with `options`, each checked against its type (an int given for a float
+        becomes a float); unknown option names and values of the wrong type are refused."""
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             name = unknown[0]
@@ -56,7 +59,9 @@ class AttentionSpec:
             raise OptionError(
                 f"attention {self.key!r} has no option {name!r}{suggestion}; accepted: {accepted}"
             )
-        return {**self.defaults, **options}
+        checked = {name: check_option(self.key, name, value, self.types.get(name, Any))
+                   for name, value in options.items()}
+        return {**self.defaults, **checked}
 
     def build(self, channels: int, **options: Any) -> nn.Module:
         return self.cls(channels, **self.resolve_options(options))
@@ -67,12 +72,6 @@ class AttentionSpec:
 
 
 ATTENTION: Registry[AttentionSpec] = Registry("attention")
-
-
-def _constructor_defaults(cls: type[nn.Module]) -> dict[str, Any]:
-    signature = inspect.signature(cls.__init__)
-    parameters = list(signature.parameters.values())[2:]  # self, channels
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def attention(
@@ -88,10 +87,12 @@ def attention(
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that registers an attention module under `key`.
 
-    The options and their defaults are read from the constructor, whose first argument is `channels`.
+    The options, their defaults and their types are read from the constructor, whose first argument is
+    `channels` (modules.options.constructor_options).
     """
 
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        defaults, kinds = constructor_options(cls)
         spec = AttentionSpec(
             key=key,
             cls=cls,
@@ -102,7 +103,8 @@ def attention(
             notes=notes,
             gate=gate,
             min_spatial=min_spatial,
-            defaults=_constructor_defaults(cls),
+            defaults=defaults,
+            types=kinds,
         )
         ATTENTION.add(key, spec)
         return cls

@@ -203,7 +203,7 @@ def render_comparison(a: Run, b: Run, gate: GateConfig = GateConfig()) -> str:
         environment_table(a, b), "",
     ]
     try:
-        comparison = compare_runs(a, b, gate)
+        comparison = compare_runs(a, b, gate, across_suites=True)  # a report shows what differs, and warns
     except GateError as error:
         return "\n".join(lines + [f"No case can be compared: {error}.", ""])
     return "\n".join(lines + [f"## {headline(comparison)}", "", *verdict_lines(comparison)])
@@ -213,7 +213,7 @@ def comparison_frame_of(a: Run, b: Run, gate: GateConfig = GateConfig()) -> pd.D
     """The comparison table of `report --format csv|json` for two runs: like every tidy table, it starts
     with the (current) run's suite and run id, then the baseline's run id."""
     try:
-        frame = comparison_records(compare_runs(a, b, gate))
+        frame = comparison_records(compare_runs(a, b, gate, across_suites=True))
     except GateError:
         frame = comparison_records(Comparison(a, b, "", (), ()))
     frame.insert(0, "baseline_run_id", a.run_id)

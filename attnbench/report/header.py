@@ -8,6 +8,7 @@ from attnbench.calibration import noise_floor_sentence
 from attnbench.measure.stats import NOISY_IQR_FRACTION
 from attnbench.modules import BASELINE
 from attnbench.report.format import fmt_number, plural, words
+from attnbench.report.missing import missing_line
 from attnbench.report.tables import axis_value, group_title, groups, varying
 from attnbench.report.view import RunView
 
@@ -17,7 +18,7 @@ NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
 META_SHOWN = {
     "schema_version", "run_id", "suite", "suite_fingerprint", "host", "platform", "python", "torch",
     "torchvision", "device", "device_name", "cuda", "cudnn", "threads", "git_commit", "status",
-    "start_time", "end_time", "warnings", "migrated_from", "calibration", "process_facts",
+    "start_time", "end_time", "warnings", "migrated_from", "calibration", "process_facts", "left_out",
 }
 """meta.json keys the header renders by name; every other scalar key is listed under settings."""
 
@@ -81,7 +82,8 @@ def recorded_settings(meta: dict) -> list[tuple[str, str]]:
 def measured_lines(run: RunView) -> list[str]:
     """One paragraph saying what was measured, over which grid, and how latency was taken."""
     suite = run.meta.get("suite", {})
-    cases = run.cases
+    # The grid the run was asked for, where it can be rebuilt: an interrupted run has rows for part of it.
+    cases = pd.DataFrame(run.grid) if run.grid else run.cases
     axes = [
         ("backbones", cases["backbone"].unique()),
         ("attention modules", cases["attention"].unique()),
@@ -93,11 +95,11 @@ def measured_lines(run: RunView) -> list[str]:
     ]
     grid = "; ".join(f"{name} {words(list(values))}" for name, values in axes)
     text = (
-        f"**What was measured.** Metrics {words(suite.get('metrics', ['?']))} on {len(cases)} cases: {grid}. "
+        f"**What was measured.** Metrics {words(suite.get('metrics', ['?']))} on {_counted(run)}: {grid}. "
         f"`none` is the plain backbone; every other row is the same backbone with the module inserted."
     )
     timing = suite.get("timing")
-    repeats = pd.to_numeric(cases["repeats"], errors="coerce").dropna()
+    repeats = pd.to_numeric(run.cases["repeats"], errors="coerce").dropna()
     if timing and not repeats.empty:
         counts = words(sorted({int(repeats.min()), int(repeats.max())})).replace(", ", " to ")
         text += (
@@ -137,10 +139,17 @@ def timing_sentence(run: RunView) -> str:
     return text
 
 
+def _counted(run: RunView) -> str:
+    """`20 cases`, or `10 of the grid's 20 cases` for a run that stopped before the end of its grid."""
+    if run.grid is not None and len(run.cases) != run.total:
+        return f"{len(run.cases)} of the grid's {run.total} cases"
+    return f"{len(run.cases)} cases"
+
+
 def warning_lines(run: RunView) -> list[str]:
     """What a reader must know before trusting the numbers: unfinished runs, noise, failed cases."""
     cases = run.normalized
-    lines = [f"- {text}" for text in run.meta.get("warnings") or []]
+    lines = [f"- {text}" for text in [*(run.meta.get("warnings") or []), *run.run.warnings]]
     throttled = run.cases["throttled"].map(lambda flag: str(flag) == "True") if "throttled" in run.cases else None
     if throttled is not None and throttled.any():
         names = [f"{r.backbone} {r.attention} b{r.batch_size} ({r.throttle_reasons})" for r in run.cases[throttled].itertuples()]
@@ -152,6 +161,10 @@ def warning_lines(run: RunView) -> list[str]:
     if run.meta.get("status") != "complete":
         lines.append(f"- the run is **{run.meta.get('status', 'of unknown status')}**: cases after the last row "
                      "were not measured")
+    not_run = missing_line(run.missing, run.total, run.path)
+    if not_run:
+        lines.append(f"- {not_run}")
+    lines += [f'- left out of `"*"`: {item["reason"]}' for item in run.meta.get("left_out", [])]
     noisy = cases[cases["noisy"]]
     if not noisy.empty:
         axes = [c for c in varying(cases) if c not in ("backbone", "batch_size")]  # else two names could match

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from attnbench.registry import Registry
 from attnbench.report import tables
@@ -36,7 +37,8 @@ def figure_parts(run: RunView, figures: Path | None, relative_to: Path) -> list[
         return []
     lines = ["### Figures", ""]
     for caption, path in drawn:
-        lines += [f"![{caption}]({path.relative_to(relative_to).as_posix()})", ""]
+        # Encoded: a space (a report named "my report.md") would end the link.
+        lines += [f"![{caption}]({quote(path.relative_to(relative_to).as_posix())})", ""]
     return lines
 
 
@@ -73,11 +75,12 @@ def render(
     runs: list[Run], figures: Path | None = None, relative_to: Path = Path("."), options: ReportOptions | None = None
 ) -> str:
     """The report of `runs`; figures go to `figures` and are linked relative to `relative_to`."""
+    views = [RunView(run, options) for run in runs]
     summary = [
         [f"`{run.suite_name}`", f"`{run.run_id}`", run.meta.get("status", "?"), run.meta.get("start_time", "?"),
          f"{run.meta.get('device')} ({run.meta.get('device_name')})",
-         f"{int((run.cases['status'] == 'ok').sum())} / {len(run.cases)}"]
-        for run in runs
+         f"{int((run.cases['status'] == 'ok').sum())} / {run.total}"]  # of the grid: a stopped run has fewer rows
+        for run in views
     ]
     head = [
         "# attnbench report", "",
@@ -87,5 +90,5 @@ def render(
         "not finish.", "",
         md_table(["suite", "run", "status", "started (UTC)", "device", "cases ok / total"], summary), "",
     ]
-    body = [run_section(RunView(run, options), figures, relative_to) for run in runs]
+    body = [run_section(run, figures, relative_to) for run in views]
     return "\n".join(head + body).rstrip() + "\n"

@@ -12,7 +12,7 @@ import pandas as pd
 
 from attnbench.accuracy import AccuracyRow, published_rows
 from attnbench.config import GateConfig
-from attnbench.report import tables
+from attnbench.report import missing, tables
 from attnbench.results import Run
 
 
@@ -88,6 +88,21 @@ class RunView:
             (tuple(r[c] for c in tables.TABLE_SETTING), r["attention"], r["batch_size"]): r["status"]
             for _, r in bad.iterrows()
         }
+
+    @cached_property
+    def grid(self) -> list[dict[str, Any]] | None:
+        """The case keys of the grid the run was asked for (None when its suite cannot be rebuilt)."""
+        return missing.grid_keys(self.meta)
+
+    @cached_property
+    def missing(self) -> list[dict[str, Any]]:
+        """The grid's cases without a row: the run stopped before them."""
+        return missing.missing_keys(self.grid, self.run.cases)
+
+    @property
+    def total(self) -> int:
+        """Cases of the grid; where it cannot be rebuilt, the rows."""
+        return len(self.grid) if self.grid is not None else len(self.run.cases)
 
     @cached_property
     def trains(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.errors import ResultsError, UnknownNameError
+from attnbench.outputs import prepare_output
 from attnbench.registry import unknown_name_message
 from attnbench.report.compare import comparison_frame_of, render_comparison
 from attnbench.report.markdown import render
@@ -130,14 +131,28 @@ def write_report(
     options: ReportOptions | None = None,
 ) -> Path:
     """Writes the report of a run directory or results root (or two runs compared); returns its path."""
+    check_output(out, fmt)
+    report = build_report(paths if isinstance(paths, list) else [paths], run_id, all_runs, options)
+    return save_report(report, out, fmt)
+
+
+def check_output(out: Path | None, fmt: str) -> None:
+    """Refuses an unknown format or an `out` that cannot be written, and creates its missing folders:
+    before any run is read."""
     if fmt not in FORMATS:
         raise UnknownNameError(unknown_name_message("report format", fmt, list(FORMATS)))
+    if out is not None:
+        prepare_output(Path(out), "--out", folder=fmt == "csv")
+
+
+def save_report(report: Report, out: Path | None, fmt: str) -> Path:
+    """Writes a built report to `out` (checked by check_output), or beside its runs; returns the path."""
     format_ = FORMATS[fmt]
-    report = build_report(paths if isinstance(paths, list) else [paths], run_id, all_runs, options)
-    target = Path(out) if out else report.folder / f"{report.stem}{format_.suffix}"
-    if target.is_dir() and fmt != "csv":
-        raise ResultsError(f"--out {target} is a folder; give a file path for --format {fmt}")
-    if not target.parent.is_dir():
-        raise ResultsError(f"--out {target}: folder {target.parent} does not exist")
-    format_.write(report, target)
+    target = Path(out) if out else prepare_output(report.folder / f"{report.stem}{format_.suffix}", "report",
+                                                  folder=fmt == "csv")
+    try:
+        format_.write(report, target)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(target) else ""
+        raise ResultsError(f"cannot write the report {target}{where}: {error.strerror}") from None
     return target

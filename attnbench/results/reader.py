@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from attnbench.errors import ResultsError
+from attnbench.results.lock import writer_alive
 from attnbench.results.schema import (
     CASE_COLUMNS, CASES_FILE, KEY_DEFAULTS, META_FILE, REQUIRED_CASE_COLUMNS, SAMPLE_COLUMNS, SAMPLES_FILE,
     SCHEMA_VERSION, SITE_COLUMNS, SITES_FILE, format_options, parse_options,
 )
+from attnbench.results.validate import BadLine, checked_lines
 
 TEXT_COLUMNS = {"case_id": str, "error": str, "options": str, "placement": str}
+PROCESS_GONE = "interrupted (process gone)"
+"""The status of a run whose meta.json says `running` while no process holds its lock: it was killed."""
 
 
 @dataclass
@@ -29,6 +35,12 @@ class Run:
     sites: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SITE_COLUMNS))
     samples_on_disk: int = 0
     """Rows of samples.csv, including orphans the reader left out."""
+    warnings: list[str] = field(default_factory=list)
+    """What the reader found and repaired in memory (rows written twice, bad lines dropped on resume),
+    one line each, for the commands and the report to show."""
+    dropped: int = 0
+    """Lines the reader left out: bad lines of any file, and case rows written twice or of a case with a
+    bad line elsewhere. A resume rewrites the files without them."""
 
     @property
     def run_id(self) -> str:
@@ -46,7 +58,8 @@ def is_run_dir(path: Path) -> bool:
     return (path / META_FILE).is_file()
 
 
-def read_run(path: Path) -> Run:
+def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json of the run directory at `path`, of a schema this attnbench reads."""
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"run directory {path} does not exist")
@@ -56,30 +69,99 @@ def read_run(path: Path) -> Run:
         meta = json.loads((path / META_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ResultsError(f"{path / META_FILE}: corrupted JSON ({error})") from None
-    version = meta.get("schema_version")
+    except OSError as error:
+        raise ResultsError(f"{path / META_FILE}: cannot be read ({error.strerror})") from None
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
     if not isinstance(version, int):
         raise ResultsError(f"{path / META_FILE}: no schema_version")
     if version > SCHEMA_VERSION:
         raise ResultsError(
             f"{path}: results schema {version} is newer than this attnbench reads ({SCHEMA_VERSION}); upgrade attnbench"
         )
-    cases = _read_csv(path / CASES_FILE, REQUIRED_CASE_COLUMNS, CASE_COLUMNS)
+    return meta
+
+
+def read_run(path: Path, repair: bool = False) -> Run:
+    """The run directory at `path`. A bad line in its CSV files (schema's column kinds) is a ResultsError
+    naming file, line and column; with `repair` (a resume) it is left out, with the case it belongs to,
+    so that the case is measured again."""
+    path = Path(path)
+    meta = read_meta(path)
+    version = meta["schema_version"]
+    writing = writer_alive(path)
+    if meta.get("status") == "running" and writing is False:
+        meta = _gone(path, meta)
+    bad: list[BadLine] = []
+    # A resume reads under its own lock: a line without its line end is then a cut one, never in flight.
+    read = partial(_read_csv, bad=bad, writing=bool(writing) and not repair)
+    cases = read(path / CASES_FILE, REQUIRED_CASE_COLUMNS, CASE_COLUMNS)
     cases[["options", "placement"]] = cases[["options", "placement"]].fillna("")  # `none` has neither
     if version < SCHEMA_VERSION:
         cases = migrate_cases(cases, version)
         meta = {**meta, "migrated_from": version}
-    samples = _read_csv(path / SAMPLES_FILE, ["case_id", "repeat", "latency_ms"], SAMPLE_COLUMNS)
+    samples = read(path / SAMPLES_FILE, ["case_id", "repeat", "latency_ms"], SAMPLE_COLUMNS)
+    sites_path = path / SITES_FILE
+    # No sites file: no case measured complexity.
+    sites = read(sites_path, SITE_COLUMNS, SITE_COLUMNS) if sites_path.exists() else None
+    warnings = _bad_lines(bad, repair)
+    # A case with a bad line anywhere is measured again: its row goes, and its samples and sites with it.
+    remeasured = {line.case_id for line in bad if line.case_id}
+    rows = len(cases)
+    cases = cases[~cases["case_id"].isin(remeasured)]
+    cases, twice = _last_rows(cases)
+    if twice:
+        warnings.append(
+            f"{path / CASES_FILE}: {twice} case(s) have more than one row (two processes wrote the run at "
+            "once, or a row was copied in): the last row of each is used"
+        )
     on_disk = len(samples)
     # Samples whose case row never landed (the process died in between) belong to no case.
-    samples = samples[samples["case_id"].isin(set(cases["case_id"]))].reset_index(drop=True)
-    sites_path = path / SITES_FILE
-    if not sites_path.exists():  # no case measured complexity
-        return Run(path, meta, cases, samples, samples_on_disk=on_disk)
-    sites = _read_csv(sites_path, SITE_COLUMNS, SITE_COLUMNS)
-    # Likewise for instances; a case re-run on resume wrote its instances again, and the last write wins.
-    sites = sites[sites["case_id"].isin(set(cases["case_id"]))]
-    sites = sites.drop_duplicates(["case_id", "path"], keep="last").reset_index(drop=True)
-    return Run(path, meta, cases, samples, sites, on_disk)
+    samples = _last_samples(samples[samples["case_id"].isin(set(cases["case_id"]))])
+    run = Run(path, meta, cases, samples, samples_on_disk=on_disk, warnings=warnings,
+              dropped=len(bad) + rows - len(cases))
+    if sites is not None:
+        # Likewise for instances; a case re-run on resume wrote its instances again, and the last write wins.
+        sites = sites[sites["case_id"].isin(set(cases["case_id"]))]
+        run.sites = sites.drop_duplicates(["case_id", "path"], keep="last").reset_index(drop=True)
+    return run
+
+
+def _gone(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json of a run whose writer is gone, read again: a writer that ended just now has rewritten it
+    before it let go of the lock."""
+    try:
+        again = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError):
+        again = meta
+    return {**again, "status": PROCESS_GONE} if again.get("status") == "running" else again
+
+
+def _bad_lines(bad: list[BadLine], repair: bool) -> list[str]:
+    """Bad lines are an error when reading for a report or a comparison; a resume leaves them out."""
+    if not bad:
+        return []
+    more = f" (and {len(bad) - 1} more bad line(s))" if len(bad) > 1 else ""
+    if not repair:
+        raise ResultsError(
+            f"{bad[0]}{more}; `attnbench run --resume {bad[0].path.parent}` drops such rows and measures "
+            "their cases again"
+        )
+    return [f"{line}: dropped; its case is measured again" if line.case_id else f"{line}: dropped" for line in bad]
+
+
+def _last_rows(cases: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per case, its last (a case written twice has its last measurement last); how many cases
+    had more than one."""
+    twice = int(cases["case_id"].duplicated(keep="last").groupby(cases["case_id"]).any().sum())
+    return cases.drop_duplicates("case_id", keep="last").reset_index(drop=True), twice
+
+
+def _last_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """The last block of each case's samples. A case's samples are appended as one block from repeat 0,
+    so a case measured twice (two writers, orphans of a killed process) has a block per measurement."""
+    block = pd.to_numeric(samples["repeat"]).eq(0).groupby(samples["case_id"]).cumsum()
+    last = block.groupby(samples["case_id"]).transform("max")
+    return samples[block == last].reset_index(drop=True)
 
 
 def migrate_cases(cases: pd.DataFrame, version: int) -> pd.DataFrame:
@@ -106,13 +188,20 @@ def migrate_cases(cases: pd.DataFrame, version: int) -> pd.DataFrame:
     return cases
 
 
-def _read_csv(path: Path, required: list[str], columns: list[str]) -> pd.DataFrame:
+def _read_csv(
+    path: Path, required: list[str], columns: list[str], bad: list[BadLine], writing: bool
+) -> pd.DataFrame:
+    """The file's rows without its bad lines, which are added to `bad` (validate.checked_lines)."""
     if not path.is_file():
         raise ResultsError(f"{path}: missing")
     try:
-        frame = pd.read_csv(path, dtype=TEXT_COLUMNS, keep_default_na=False, na_values=[""])
+        text, found = checked_lines(path, path.read_text(), writing)
+        bad += found
+        frame = pd.read_csv(io.StringIO(text), dtype=TEXT_COLUMNS, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ResultsError(f"{path}: corrupted CSV ({error})") from None
+    except OSError as error:
+        raise ResultsError(f"{path}: cannot be read ({error.strerror})") from None
     except pd.errors.EmptyDataError:
         raise ResultsError(f"{path}: empty, expected a header row") from None
     missing = [column for column in required if column not in frame.columns]

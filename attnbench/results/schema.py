@@ -124,6 +124,28 @@ SITE_COLUMNS = [
 """attention_sites.csv: one row per attention instance of a case (the parameter-formula check); `sites`
 is the number of insertion points sharing the instance."""
 STATUSES = ("ok", "oom", "error", "skipped", "timeout")
+
+INTEGER_COLUMNS = frozenset({
+    "batch_size", "resolution", "params", "params_attention", "macs", "flops", "bytes_min", "bytes_eager",
+    "macs_attention", "flops_attention", "bytes_min_attention", "bytes_eager_attention", "repeats",
+    "compile_graphs", "graph_breaks", "kernel_count", "repeat", "round", "channels", "sites", "formula_params",
+    "counted_params", "sm_clock_mhz_start", "sm_clock_mhz_end",
+})
+NUMBER_COLUMNS = frozenset({
+    "arithmetic_intensity", "latency_ms_median", "latency_ms_iqr", "latency_ms_p10", "latency_ms_p90",
+    "latency_ms_ci_low", "latency_ms_ci_high", "wall_ms_median", "throughput_ips", "compile_s",
+    "achieved_bandwidth_gbs", "bandwidth_fraction", "peak_mem_mib", "peak_mem_reserved_mib",
+    "module_latency_ms_median", "attention_time_share", "duration_s", "latency_ms", "wall_ms",
+    "latency_overhead_pct", "latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct", "graph_ms_median",
+    "launch_overhead_ms", "gpu_temp_c_end", "gpu_power_w_end",
+})
+FLAG_COLUMNS = frozenset({
+    "channels_last", "compile", "formula_ok", "noisy", "l2_flush", "ok", "precision_met", "throttled",
+})
+FLAG_VALUES = ("true", "false", "1", "0", "1.0", "0.0")
+"""What a non-empty value of a column of cases.csv, samples.csv or attention_sites.csv must be (an integer
+may be written as 5.0, as pandas writes a column with gaps): the reader refuses anything else, naming
+file, line and column, so that a cut-off or edited line never reads as a number."""
 REQUIRED_CASE_COLUMNS = ["case_id", *(c for c in CASE_KEY if c not in KEY_DEFAULTS), "status", "error"]
 """A run missing these cannot be read; any other column may be absent (a metric added since) and reads as empty."""
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from attnbench.errors import ResultsError
-from attnbench.results.reader import read_run
+from attnbench.results.lock import RunLock
+from attnbench.results.reader import Run, read_run
 from attnbench.results.schema import (
     CASE_COLUMNS, CASES_FILE, META_FILE, SAMPLE_COLUMNS, SAMPLES_FILE, SCHEMA_VERSION, SITE_COLUMNS, SITES_FILE,
 )
@@ -55,11 +56,13 @@ def _append(path: Path, columns: list[str], lines: str) -> None:
 
 
 class RunWriter:
-    """Creates a run directory and appends rows as cases finish."""
+    """Creates a run directory and appends rows as cases finish; holds the directory's lock (results.lock)
+    from create() or reopen() to finish() or close()."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]):
+    def __init__(self, path: Path, meta: dict[str, Any], lock: RunLock):
         self.path = path
         self.meta = meta
+        self.lock = lock
 
     @classmethod
     def create(cls, results_root: Path, meta: dict[str, Any]) -> RunWriter:
@@ -72,27 +75,42 @@ class RunWriter:
             path.mkdir()
         except OSError as error:
             raise ResultsError(f"cannot create a run directory in {results_root}: {error.strerror}") from None
-        writer = cls(path, {"schema_version": SCHEMA_VERSION, "run_id": run_id, **meta})
-        writer.update_meta(status="running", start_time=utc_now())
-        _append(path / CASES_FILE, CASE_COLUMNS, "")
-        _append(path / SAMPLES_FILE, SAMPLE_COLUMNS, "")
+        writer = cls(path, {"schema_version": SCHEMA_VERSION, "run_id": run_id, **meta}, RunLock.acquire(path))
+        try:
+            writer.update_meta(status="running", start_time=utc_now())
+            _append(path / CASES_FILE, CASE_COLUMNS, "")
+            _append(path / SAMPLES_FILE, SAMPLE_COLUMNS, "")
+        except BaseException:
+            writer.close()
+            raise
         return writer
 
     @classmethod
-    def reopen(cls, path: Path) -> RunWriter:
-        """Continues an existing run. Samples left without a case row by a killed process are dropped, and
-        a run of an older schema is rewritten in the current one, so that new rows line up with the old."""
-        run = read_run(path)
-        writer = cls(Path(path), dict(run.meta))
-        migrated = writer.meta.pop("migrated_from", None) is not None
+    def reopen(cls, path: Path) -> tuple[RunWriter, Run]:
+        """Locks an existing run and reads it as it is now (bad lines left out, rows written twice
+        counted once); nothing is changed until `repair`."""
+        lock = RunLock.acquire(Path(path))
+        try:
+            run = read_run(path, repair=True)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(Path(path), dict(run.meta), lock), run
+
+    def repair(self, run: Run) -> None:
+        """Rewrites what new rows cannot be appended to as they are: a run of an older schema in the
+        current one, cases.csv without the rows the reader left out, samples.csv without samples of no
+        case (a killed process, a dropped row) and attention_sites.csv likewise."""
+        migrated = self.meta.pop("migrated_from", None) is not None
         samples = run.samples[run.samples.columns.intersection(SAMPLE_COLUMNS)]
-        if migrated or len(samples) < run.samples_on_disk:
-            atomic_write_text(writer.path / SAMPLES_FILE, samples.to_csv(index=False, lineterminator="\n"))
+        if migrated or run.dropped or len(samples) < run.samples_on_disk:
+            atomic_write_text(self.path / SAMPLES_FILE, samples.to_csv(index=False, lineterminator="\n"))
+        if migrated or run.dropped:
+            atomic_write_text(self.path / CASES_FILE, run.cases.to_csv(index=False, lineterminator="\n"))
+            if (self.path / SITES_FILE).exists():
+                atomic_write_text(self.path / SITES_FILE, run.sites.to_csv(index=False, lineterminator="\n"))
         if migrated:
-            atomic_write_text(writer.path / CASES_FILE, run.cases.to_csv(index=False, lineterminator="\n"))
-            writer.meta["schema_version"] = SCHEMA_VERSION
-        writer.update_meta(status="running")
-        return writer
+            self.meta["schema_version"] = SCHEMA_VERSION
 
     @property
     def run_id(self) -> str:
@@ -129,5 +147,13 @@ class RunWriter:
         """A case's attention instances, in one append; the file appears with the first case that has any."""
         _append(self.path / SITES_FILE, SITE_COLUMNS, "".join(_csv_line(SITE_COLUMNS, row) for row in rows))
 
-    def finish(self, status: str = "complete") -> None:
-        self.update_meta(status=status, end_time=utc_now())
+    def finish(self, status: str = "complete", **fields: Any) -> None:
+        """The run's last words in meta.json (its status, end time and any `fields`); then the lock goes."""
+        try:
+            self.update_meta(status=status, end_time=utc_now(), **fields)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Lets go of the run directory, for the next writer."""
+        self.lock.release()
