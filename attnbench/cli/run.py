@@ -9,6 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from attnbench.cli.base import command, console, error_console, project_of
+from attnbench.cli.executing import add_executor_arguments, executor_choice, shard_of, with_threads
 from attnbench.cli.gating import add_gate_arguments, gate_config, run_gate
 from attnbench.config import filter_suite, load_suite
 from attnbench.errors import GateError, UsageError
@@ -53,6 +54,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
         "--fail-on-regression", action="store_true", help="exit 1 when the comparison with --baseline fails"
     )
     add_gate_arguments(parser)
+    add_executor_arguments(parser)
 
 
 def _progress_columns() -> tuple:
@@ -65,6 +67,7 @@ def _progress_columns() -> tuple:
 @command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
     from attnbench.calibration import with_twin
+    from attnbench.executors import ExecutorChoice
     from attnbench.guards import Interrupted
     from attnbench.runner import resume_run, run_suite
 
@@ -74,28 +77,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--fail-on-regression needs --baseline PATH, the run to compare with")
     if args.baseline and not Path(args.baseline).exists():
         raise GateError(f"baseline {args.baseline} does not exist; accepted: a run directory or a folder of runs")
-    project = project_of(args)
+    project = with_threads(args, project_of(args))
+    choice, shard = executor_choice(args), shard_of(args)
     gate_config(args, project)  # bad thresholds fail before the run, not after it
     with Progress(*_progress_columns(), console=error_console, transient=True) as progress:
         task = progress.add_task("starting", total=None)
 
-        def report_progress(index: int, total: int, case) -> None:
+        def report_progress(index: int, total: int, case, detail: str = "") -> None:
             progress.update(
                 task, completed=index, total=total,
                 description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
-                f" {case.dtype} {case.mode}",
+                f" {case.dtype} {case.mode}" + (f" ({detail})" if detail else ""),
             )
 
         try:
             if args.resume:
-                run_dir = resume_run(Path(args.resume), project, args.force, report_progress)
+                run_dir = resume_run(Path(args.resume), project, args.force, report_progress, choice)
             else:
                 loaded = load_suite(args.suite, project)
                 suite = filter_suite(loaded, args.backbone, args.attention, args.device)
                 if args.calibrate:
                     suite = with_twin(suite)
                 out = Path(args.out) if args.out else None
-                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint)
+                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint, choice or ExecutorChoice(), shard)
         except Interrupted as interruption:
             progress.stop()
             error_console.print(

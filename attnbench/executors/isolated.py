@@ -13,7 +13,7 @@ import torch
 
 from attnbench.backbones import get_backbone
 from attnbench.config import CaseSpec, SuiteSpec
-from attnbench.executors.base import GroupOutcome, run_in_worker
+from attnbench.executors.base import GroupOutcome, run_in_worker, where_ran
 from attnbench.group import CaseResult, case_row
 from attnbench.modules import BASELINE, NATIVE, get_attention
 from attnbench.schedule import Group
@@ -42,7 +42,7 @@ def _worker(
     connection.close()
 
 
-def crash_message(exitcode: int | None) -> str:
+def crash_message(exitcode: int | None, who: str = "the isolated worker process") -> str:
     if exitcode is not None and exitcode < 0:
         try:
             cause = f"killed by {signal.Signals(-exitcode).name}"
@@ -50,7 +50,7 @@ def crash_message(exitcode: int | None) -> str:
             cause = f"killed by signal {-exitcode}"
     else:
         cause = f"exited with code {exitcode}"
-    return f"the isolated worker process {cause} before reporting a result"
+    return f"{who} {cause} before reporting a result"
 
 
 class Isolated:
@@ -96,4 +96,5 @@ class Isolated:
                 next((outcome.meta for outcome in outcomes if outcome.meta), {}),
             )
         duration = round(time.perf_counter() - started, 3)
-        return GroupOutcome([CaseResult({**case_row(group.cases[0]), **failure, "duration_s": duration})])
+        row = {**case_row(group.cases[0]), **failure, "duration_s": duration, **where_ran(self.device, "0")}
+        return GroupOutcome([CaseResult(row)])

@@ -15,7 +15,9 @@ from attnbench.results.schema import (
     SCHEMA_VERSION, SITE_COLUMNS, SITES_FILE, format_options, parse_options,
 )
 
-TEXT_COLUMNS = {"case_id": str, "error": str, "options": str, "placement": str}
+TEXT_COLUMNS = {
+    "case_id": str, "error": str, "options": str, "placement": str, "host": str, "device_name": str, "worker": str,
+}
 
 
 @dataclass
@@ -68,6 +70,7 @@ def read_run(path: Path) -> Run:
     if version < SCHEMA_VERSION:
         cases = migrate_cases(cases, version)
         meta = {**meta, "migrated_from": version}
+    cases = in_grid_order(cases, meta.get("case_order"))
     samples = _read_csv(path / SAMPLES_FILE, ["case_id", "repeat", "latency_ms"], SAMPLE_COLUMNS)
     on_disk = len(samples)
     # Samples whose case row never landed (the process died in between) belong to no case.
@@ -80,6 +83,17 @@ def read_run(path: Path) -> Run:
     sites = sites[sites["case_id"].isin(set(cases["case_id"]))]
     sites = sites.drop_duplicates(["case_id", "path"], keep="last").reset_index(drop=True)
     return Run(path, meta, cases, samples, sites, on_disk)
+
+
+def in_grid_order(cases: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
+    """Rows in the order the run planned its cases (meta.json's `case_order`): workers finish groups in any
+    order and a resume appends what was missing, but tables read in grid order. Rows of cases the order
+    does not know keep their place after the others."""
+    if not order:
+        return cases
+    position = {case_id: index for index, case_id in enumerate(order)}
+    rank = cases["case_id"].map(position).fillna(len(position))
+    return cases.iloc[rank.to_numpy().argsort(kind="stable")].reset_index(drop=True)
 
 
 def migrate_cases(cases: pd.DataFrame, version: int) -> pd.DataFrame:

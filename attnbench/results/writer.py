@@ -54,6 +54,11 @@ def _append(path: Path, columns: list[str], lines: str) -> None:
         os.close(fd)
 
 
+def _header(path: Path) -> list[str]:
+    with path.open(newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
 class RunWriter:
     """Creates a run directory and appends rows as cases finish."""
 
@@ -88,8 +93,10 @@ class RunWriter:
         samples = run.samples[run.samples.columns.intersection(SAMPLE_COLUMNS)]
         if migrated or len(samples) < run.samples_on_disk:
             atomic_write_text(writer.path / SAMPLES_FILE, samples.to_csv(index=False, lineterminator="\n"))
-        if migrated:
+        if migrated or _header(writer.path / CASES_FILE)[: len(CASE_COLUMNS)] != CASE_COLUMNS:
+            # Also when columns were added since the run started: new rows must line up with the header.
             atomic_write_text(writer.path / CASES_FILE, run.cases.to_csv(index=False, lineterminator="\n"))
+        if migrated:
             writer.meta["schema_version"] = SCHEMA_VERSION
         writer.update_meta(status="running")
         return writer
