@@ -13,7 +13,7 @@ from attnbench.schedule import Shard
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--workers", metavar="N|auto",
+        "--workers", metavar="N|auto", nargs="?", const="auto",
         help="run comparison groups on N local workers at once, each pinned to its own GPU (auto: one per "
         "visible GPU) or, on the CPU, to its own share of the cores; with submitit-local, tasks at once",
     )
