@@ -11,7 +11,7 @@ import sys
 from attnbench.cli.base import COMMANDS, error_console
 from attnbench.errors import AttnbenchError
 
-from attnbench.cli import run, report, compare, calibrate, latest, listing, profile, gpu_check  # noqa: E402,F401,I001  (registers the commands in this order)
+from attnbench.cli import run, report, compare, calibrate, latest, merge, listing, profile, gpu_check  # noqa: E402,F401,I001  (registers the commands in this order)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from attnbench.cli.base import command, console, error_console, print_warnings, project_of
+from attnbench.cli.executing import add_executor_arguments, executor_choice, shard_of, with_threads
 from attnbench.cli.gating import add_gate_arguments, gate_config, gate_flags_given, run_gate
 from attnbench.config import filter_suite, load_suite
 from attnbench.errors import GateError, UsageError
@@ -44,6 +45,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
         "--fail-on-regression", action="store_true", help="exit 1 when the comparison with --baseline fails"
     )
     add_gate_arguments(parser)
+    add_executor_arguments(parser)
 
 
 class BarProgress:
@@ -58,11 +60,11 @@ class BarProgress:
         self.bar.console.print(f"attnbench: {cases} cases, estimated at most ~{describe(estimated_seconds)}",
                                markup=False, highlight=False)
 
-    def case(self, done: int, total: int, case) -> None:
+    def case(self, done: int, total: int, case, detail: str = "") -> None:
         self.bar.update(
             self.task, completed=done, total=total,
             description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
-            f" {case.dtype} {case.mode}",
+            f" {case.dtype} {case.mode}" + (f" ({detail})" if detail else ""),
         )
 
 
@@ -76,6 +78,7 @@ def _progress_columns() -> tuple:
 @command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
     from attnbench.calibration import with_twin
+    from attnbench.executors import ExecutorChoice
     from attnbench.guards import Interrupted
     from attnbench.results import read_meta, read_run
     from attnbench.runner import resume_run, run_suite
@@ -86,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--fail-on-regression needs --baseline PATH, the run to compare with")
     if not args.baseline and gate_flags_given(args):
         raise UsageError(f"{gate_flags_given(args)[0]} needs --baseline PATH, the run to compare with")
-    project = project_of(args)
+    project = with_threads(args, project_of(args))
+    choice, shard = executor_choice(args), shard_of(args)
     gate_config(args, project)  # bad thresholds fail before the run, not after it
     # Everything that can be refused is refused here, before the first case runs.
     if args.resume:
@@ -105,11 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         try:
             if args.resume:
-                resumed = resume_run(Path(args.resume), project, args.force, report_progress)
+                resumed = resume_run(Path(args.resume), project, args.force, report_progress, choice)
                 run_dir = resumed.path
             else:
                 out = Path(args.out) if args.out else None
-                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint)
+                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint, choice or ExecutorChoice(), shard)
         except Interrupted as interruption:
             progress.stop()
             error_console.print(

@@ -7,6 +7,7 @@ from attnbench.config.project import (
     GateOverride,
     GateThresholds,
     ProjectConfig,
+    SlurmConfig,
     find_config,
     import_plugins,
     load_project,
@@ -46,7 +47,7 @@ from attnbench.config.toml import read_toml
 __all__ = [
     "CONFIG_FILENAME", "CPU_DTYPES", "DEVICES", "DTYPES", "L2_FLUSH", "MODES",
     "AttentionEntry", "CaseSpec", "GateConfig", "GateOverride", "GateThresholds", "GridSpec", "ProjectConfig",
-    "SuiteSpec", "TimingSpec",
+    "SlurmConfig", "SuiteSpec", "TimingSpec",
     "attention_entry", "check_dtypes_on_device", "default_label", "expand_grid", "filter_suite", "find_config",
     "import_plugins", "list_suites", "load_project", "load_suite", "make_case", "metric_names", "parse_alpha",
     "parse_fraction", "parse_option", "parse_suite", "parse_timing", "read_toml", "resolve_suite_path",

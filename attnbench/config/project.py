@@ -63,6 +63,55 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """The [executor.slurm] table: what each task of `run --executor slurm` (one comparison group per task of
+    a job array, submitted through submitit) asks SLURM for."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_per_task: int | None = None
+    """None: 1 for a CUDA suite, 0 for a CPU one."""
+    cpus_per_task: int | None = None
+    """Also the task's torch threads; None: attnbench.toml's `threads`."""
+    mem_gb: float | None = None
+    timeout_min: int = 60
+    array_parallelism: int | None = None
+    """At most this many tasks of the array run at once (SLURM's `%` limit)."""
+    setup: tuple[str, ...] = ()
+    """Shell lines each task runs first (modules, a virtual environment)."""
+    folder: Path | None = None
+    """Where submitit keeps its pickles and logs (a shared file system); None: `.submitit/` in the results root."""
+
+
+SLURM_KEYS = tuple(SlurmConfig.__dataclass_fields__)
+
+
+def _slurm(data: Any, source: Path, root: Path) -> SlurmConfig:
+    executor = Section(data, source, "executor", ("slurm",))
+    section = Section(executor.get("slurm", dict, {}), source, "executor.slurm", SLURM_KEYS)
+    setup = section.get("setup", list, [])
+    folder = section.get("folder", str, None)
+    mem_gb = section.get("mem_gb", float, None)
+    if mem_gb is not None and mem_gb <= 0:
+        raise ConfigError(f"{section.where('mem_gb')}: must be > 0, got {mem_gb}")
+    return SlurmConfig(
+        partition=section.get("partition", str, None),
+        account=section.get("account", str, None),
+        qos=section.get("qos", str, None),
+        constraint=section.get("constraint", str, None),
+        gpus_per_task=section.positive_int("gpus_per_task", None, minimum=0),
+        cpus_per_task=section.positive_int("cpus_per_task", None),
+        mem_gb=mem_gb,
+        timeout_min=section.positive_int("timeout_min", 60),
+        array_parallelism=section.positive_int("array_parallelism", None),
+        setup=tuple(section.check("setup", line, str) for line in setup),
+        folder=root / folder if folder else None,
+    )
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """Project defaults from attnbench.toml; `root` is the folder that holds it."""
 
@@ -77,6 +126,7 @@ class ProjectConfig:
     source: Path | None = None
     accuracy_csv: Path | None = None
     """The lab's own ImageNet results (attnbench.accuracy reads them), relative paths from the toml's folder."""
+    slurm: SlurmConfig = SlurmConfig()
 
 
 def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -> TimingSpec:
@@ -234,7 +284,8 @@ def load_project(path: Path | None = None) -> ProjectConfig:
     path = Path(path)
     data = read_toml(path)
     section = Section(
-        data, path, "", ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins", "accuracy_csv")
+        data, path, "",
+        ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins", "accuracy_csv", "executor"),
     )
     root = path.resolve().parent
     threads = section.get("threads", int, None)
@@ -255,4 +306,5 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         plugins=plugins,
         source=path,
         accuracy_csv=root / accuracy_csv if accuracy_csv else None,
+        slurm=_slurm(data.get("executor", {}), path, root),
     )

@@ -13,7 +13,7 @@ import torch
 
 from attnbench.backbones import get_backbone
 from attnbench.config import CaseSpec, SuiteSpec
-from attnbench.executors.base import GroupOutcome, run_in_worker
+from attnbench.executors.base import GroupOutcome, run_in_worker, where_ran
 from attnbench.group import CaseResult, case_row
 from attnbench.modules import BASELINE, NATIVE, get_attention
 from attnbench.schedule import Group
@@ -32,17 +32,17 @@ def defining_modules(case: CaseSpec) -> list[str]:
 
 
 def _worker(
-    suite: SuiteSpec, device: torch.device, threads: int | None, group: Group, bandwidth: bool,
+    suite: SuiteSpec, device: torch.device, threads: int | None, group: Group, facts: bool,
     imports: list[str], connection: Connection,
 ) -> None:
     """Runs in a spawned process: one group, the outcome sent back through the pipe."""
     for name in imports:
         importlib.import_module(name)
-    connection.send(run_in_worker(suite, device, threads, group, bandwidth))
+    connection.send(run_in_worker(suite, device, threads, group, facts))
     connection.close()
 
 
-def crash_message(exitcode: int | None) -> str:
+def crash_message(exitcode: int | None, who: str = "the isolated worker process") -> str:
     if exitcode is not None and exitcode < 0:
         try:
             cause = f"killed by {signal.Signals(-exitcode).name}"
@@ -50,7 +50,7 @@ def crash_message(exitcode: int | None) -> str:
             cause = f"killed by signal {-exitcode}"
     else:
         cause = f"exited with code {exitcode}"
-    return f"the isolated worker process {cause} before reporting a result"
+    return f"{who} {cause} before reporting a result"
 
 
 class Isolated:
@@ -61,13 +61,13 @@ class Isolated:
     def __init__(self, suite: SuiteSpec, device: torch.device, threads: int | None):
         self.suite, self.device, self.threads = suite, device, threads
 
-    def run(self, group: Group, first: bool) -> GroupOutcome:
+    def run(self, group: Group, facts: bool) -> GroupOutcome:
         spawn = multiprocessing.get_context("spawn")
         receiver, sender = spawn.Pipe(duplex=False)
         imports = sorted({name for case in group.cases for name in defining_modules(case)})
         worker = spawn.Process(
             target=_worker,
-            args=(self.suite, self.device, self.threads, group, first, imports, sender),
+            args=(self.suite, self.device, self.threads, group, facts, imports, sender),
             daemon=True,
         )
         started = time.perf_counter()
@@ -90,10 +90,11 @@ class Isolated:
                 worker.join()
         if len(group.cases) > 1:
             # Each case in a worker of its own, so that the failure lands on the case that causes it.
-            outcomes = [self.run(Group((case,)), first) for case in group.cases]
+            outcomes = [self.run(Group((case,)), facts) for case in group.cases]
             return GroupOutcome(
                 [result for outcome in outcomes for result in outcome.results],
                 next((outcome.meta for outcome in outcomes if outcome.meta), {}),
             )
         duration = round(time.perf_counter() - started, 3)
-        return GroupOutcome([CaseResult({**case_row(group.cases[0]), **failure, "duration_s": duration})])
+        row = {**case_row(group.cases[0]), **failure, "duration_s": duration, **where_ran(self.device, "0")}
+        return GroupOutcome([CaseResult(row)])

@@ -180,4 +180,24 @@ def warning_lines(run: RunView) -> list[str]:
     for key, group in groups(ok):
         if BASELINE not in set(group["attention"]):
             lines.append(f"- {group_title(key)}: no finished `{BASELINE}` case, so no overheads there")
+    lines += device_lines(cases)
     return ["**Warnings**", "", *lines] if lines else []
+
+
+def device_lines(cases: pd.DataFrame) -> list[str]:
+    """Cases that ran on devices of different names (merged shards of several machines, SLURM tasks on
+    mixed nodes): a comparison whose module and `none` did so compares the devices as much as the module."""
+    if "device_name" not in cases:
+        return []
+    named = cases[cases["device_name"].notna() & (cases["device_name"].astype(str) != "")]
+    names = named["device_name"].value_counts(sort=False)
+    if len(names) < 2:
+        return []
+    lines = [f"- cases ran on devices of different names ({words([f'{name}: {n} cases' for name, n in names.items()])}); "
+             "compare modules within a setting, not across devices"]
+    for key, group in groups(named):
+        for batch, members in group.groupby("batch_size", sort=False):
+            if members["device_name"].nunique() > 1:
+                lines.append(f"- {group_title(key)}, batch {batch}: its modules and `{BASELINE}` ran on different "
+                             f"devices ({words(list(members['device_name'].unique()))}); its overheads are not comparable")
+    return lines

@@ -19,7 +19,9 @@ from attnbench.results.schema import (
 )
 from attnbench.results.validate import BadLine, checked_lines
 
-TEXT_COLUMNS = {"case_id": str, "error": str, "options": str, "placement": str}
+TEXT_COLUMNS = {
+    "case_id": str, "error": str, "options": str, "placement": str, "host": str, "device_name": str, "worker": str,
+}
 PROCESS_GONE = "interrupted (process gone)"
 """The status of a run whose meta.json says `running` while no process holds its lock: it was killed."""
 
@@ -109,6 +111,7 @@ def read_run(path: Path, repair: bool = False) -> Run:
     rows = len(cases)
     cases = cases[~cases["case_id"].isin(remeasured)]
     cases, twice = _last_rows(cases)
+    cases = in_grid_order(cases, meta.get("case_order"))  # workers finish groups in any order
     if twice:
         warnings.append(
             f"{path / CASES_FILE}: {twice} case(s) have more than one row (two processes wrote the run at "
@@ -162,6 +165,17 @@ def _last_samples(samples: pd.DataFrame) -> pd.DataFrame:
     block = pd.to_numeric(samples["repeat"]).eq(0).groupby(samples["case_id"]).cumsum()
     last = block.groupby(samples["case_id"]).transform("max")
     return samples[block == last].reset_index(drop=True)
+
+
+def in_grid_order(cases: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
+    """Rows in the order the run planned its cases (meta.json's `case_order`): workers finish groups in any
+    order and a resume appends what was missing, but tables read in grid order. Rows of cases the order
+    does not know keep their place after the others."""
+    if not order:
+        return cases
+    position = {case_id: index for index, case_id in enumerate(order)}
+    rank = cases["case_id"].map(position).fillna(len(position))
+    return cases.iloc[rank.to_numpy().argsort(kind="stable")].reset_index(drop=True)
 
 
 def migrate_cases(cases: pd.DataFrame, version: int) -> pd.DataFrame:

@@ -105,6 +105,11 @@ CASE_COLUMNS = [
     "kernel_count",
     "attention_top_ops",
     "duration_s",
+    # where the case ran (not part of the key: the same case on another GPU is the same case)
+    "host",
+    "device_index",
+    "device_name",
+    "worker",
 ]
 SAMPLE_COLUMNS = ["case_id", "repeat", "round", "latency_ms", "wall_ms"]
 """`round`: the randomized pass over the comparison group the sample was taken in; a module's samples

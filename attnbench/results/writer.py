@@ -55,6 +55,11 @@ def _append(path: Path, columns: list[str], lines: str) -> None:
         os.close(fd)
 
 
+def _header(path: Path) -> list[str]:
+    with path.open(newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
 class RunWriter:
     """Creates a run directory and appends rows as cases finish; holds the directory's lock (results.lock)
     from create() or reopen() to finish() or close()."""
@@ -103,9 +108,11 @@ class RunWriter:
         case (a killed process, a dropped row) and attention_sites.csv likewise."""
         migrated = self.meta.pop("migrated_from", None) is not None
         samples = run.samples[run.samples.columns.intersection(SAMPLE_COLUMNS)]
+        stale_header = _header(self.path / CASES_FILE)[: len(CASE_COLUMNS)] != CASE_COLUMNS
         if migrated or run.dropped or len(samples) < run.samples_on_disk:
             atomic_write_text(self.path / SAMPLES_FILE, samples.to_csv(index=False, lineterminator="\n"))
-        if migrated or run.dropped:
+        if migrated or run.dropped or stale_header:
+            # Also when columns were added since the run started: new rows must line up with the header.
             atomic_write_text(self.path / CASES_FILE, run.cases.to_csv(index=False, lineterminator="\n"))
             if (self.path / SITES_FILE).exists():
                 atomic_write_text(self.path / SITES_FILE, run.sites.to_csv(index=False, lineterminator="\n"))

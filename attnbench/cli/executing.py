@@ -1,0 +1,70 @@
+"""`run`'s arguments for where groups run: local workers, SLURM or submitit-local, a shard, threads."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from attnbench.config import ProjectConfig
+from attnbench.errors import UsageError
+from attnbench.executors import EXECUTORS, ExecutorChoice
+from attnbench.schedule import Shard
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", metavar="N|auto", nargs="?", const="auto",
+        help="run comparison groups on N local workers at once, each pinned to its own GPU (auto: one per "
+        "visible GPU) or, on the CPU, to its own share of the cores; with submitit-local, tasks at once",
+    )
+    parser.add_argument(
+        "--executor", choices=[kind for kind in EXECUTORS if kind != "process"],
+        help="local: workers on this machine (what --workers implies); slurm: a SLURM job array through "
+        "submitit, configured by [executor.slurm] in attnbench.toml; submitit-local: the same path on this machine",
+    )
+    parser.add_argument(
+        "--shard", metavar="I/N",
+        help="run only the I-th of N deterministic parts of the grid (whole comparison groups), into its own "
+        "run directory; `attnbench merge` joins the parts",
+    )
+    parser.add_argument("--threads", type=int, help="torch threads per process or worker (default: attnbench.toml's)")
+
+
+def executor_choice(args: argparse.Namespace) -> ExecutorChoice | None:
+    """What the arguments ask for; None when they name nothing (a resume then runs where the run ran)."""
+    workers = _workers(args.workers)
+    kind = args.executor or ("local" if args.workers else None)
+    if kind is None:
+        return None
+    if kind == "slurm" and args.workers:
+        raise UsageError("--workers does not apply to --executor slurm; cap the tasks running at once with "
+                         "array_parallelism in [executor.slurm]")
+    return ExecutorChoice(kind, workers)
+
+
+def _workers(text: str | None) -> int | None:
+    if text is None or text == "auto":
+        return None
+    try:
+        workers = int(text)
+    except ValueError:
+        raise UsageError(f"--workers {text!r}: expected a number of workers or auto") from None
+    if workers < 1:
+        raise UsageError(f"--workers {text!r}: must be >= 1")
+    return workers
+
+
+def shard_of(args: argparse.Namespace) -> Shard | None:
+    if args.shard is None:
+        return None
+    if args.resume:
+        raise UsageError("--shard goes with --suite; --resume of a shard's run resumes that shard")
+    return Shard.parse(args.shard)
+
+
+def with_threads(args: argparse.Namespace, project: ProjectConfig) -> ProjectConfig:
+    if args.threads is None:
+        return project
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be >= 1")
+    return replace(project, threads=args.threads)
