@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from attnbench.cli.base import command, console, error_console, project_of
@@ -55,17 +54,11 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     add_gate_arguments(parser)
 
 
-def _progress_columns() -> tuple:
-    return (
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )
-
-
 @command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
     from attnbench.calibration import with_twin
     from attnbench.guards import Interrupted
+    from attnbench.progress import progress_bar
     from attnbench.runner import resume_run, run_suite
 
     if bool(args.suite) == bool(args.resume):
@@ -76,17 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GateError(f"baseline {args.baseline} does not exist; accepted: a run directory or a folder of runs")
     project = project_of(args)
     gate_config(args, project)  # bad thresholds fail before the run, not after it
-    with Progress(*_progress_columns(), console=error_console, transient=True) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def report_progress(index: int, total: int, case) -> None:
-            progress.update(
-                task, completed=index, total=total,
-                description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
-                f" {case.dtype} {case.mode}",
-            )
-
-        try:
+    try:
+        with progress_bar(error_console) as report_progress:
             if args.resume:
                 run_dir = resume_run(Path(args.resume), project, args.force, report_progress)
             else:
@@ -96,14 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                     suite = with_twin(suite)
                 out = Path(args.out) if args.out else None
                 run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint)
-        except Interrupted as interruption:
-            progress.stop()
-            error_console.print(
-                f"attnbench: interrupted by {interruption}; finished cases are kept in {interruption.run_dir}; "
-                f"resume with: attnbench run --resume {interruption.run_dir}",
-                markup=False, highlight=False, soft_wrap=True,
-            )
-            return interruption.exit_code
+    except Interrupted as interruption:  # the bar is gone by now: the message stands alone
+        error_console.print(
+            f"attnbench: interrupted by {interruption}; finished cases are kept in {interruption.run_dir}; "
+            f"resume with: attnbench run --resume {interruption.run_dir}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+        return interruption.exit_code
     console.print(_summary_table(run_dir))
     console.print(f"run directory: {run_dir}")
     if args.baseline:
