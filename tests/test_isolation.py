@@ -50,7 +50,7 @@ def test_segfault_in_a_worker_becomes_an_error_row_and_its_group_runs_again(cras
         "segv.toml", project,
     )
     cases = expand_grid(suite, "cpu")
-    outcome = Isolated(suite, torch.device("cpu"), threads=1).run(Group(tuple(cases)), first=False)
+    outcome = Isolated(suite, torch.device("cpu"), threads=1).run(Group(tuple(cases)), facts=False)
     plain, crashed = outcome.results
     assert crashed.row["status"] == "error" and "SIGSEGV" in crashed.row["error"]
     assert crashed.row["case_id"] == cases[1].case_id and crashed.samples is None
