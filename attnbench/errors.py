@@ -28,7 +28,7 @@ class DeviceError(AttnbenchError):
 
 
 class UsageError(AttnbenchError):
-    """Command-line arguments that do not fit together."""
+    """Arguments that do not fit together, of a command or of a call from Python (attnbench.api)."""
 
 
 class GateError(AttnbenchError):

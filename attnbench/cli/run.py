@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from attnbench.cli.base import command, console, error_console, print_warnings, project_of
 from attnbench.cli.executing import add_executor_arguments, executor_choice, shard_of, with_threads
 from attnbench.cli.gating import add_gate_arguments, gate_config, gate_flags_given, run_gate
@@ -48,38 +46,12 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     add_executor_arguments(parser)
 
 
-class BarProgress:
-    """The run's progress as a rich bar on stderr, after one line with the estimated duration."""
-
-    def __init__(self, bar: Progress):
-        self.bar, self.task = bar, bar.add_task("starting", total=None)
-
-    def started(self, cases: int, estimated_seconds: float) -> None:
-        from attnbench.estimate import describe
-
-        self.bar.console.print(f"attnbench: {cases} cases, estimated at most ~{describe(estimated_seconds)}",
-                               markup=False, highlight=False)
-
-    def case(self, done: int, total: int, case, detail: str = "") -> None:
-        self.bar.update(
-            self.task, completed=done, total=total,
-            description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
-            f" {case.dtype} {case.mode}" + (f" ({detail})" if detail else ""),
-        )
-
-
-def _progress_columns() -> tuple:
-    return (
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )
-
-
 @command("run", "run a suite and write a run directory (or --resume one)", _configure_run)
 def cmd_run(args: argparse.Namespace) -> int:
     from attnbench.calibration import with_twin
     from attnbench.executors import ExecutorChoice
     from attnbench.guards import Interrupted
+    from attnbench.progress import progress_bar
     from attnbench.results import read_meta, read_run
     from attnbench.runner import resume_run, run_suite
 
@@ -102,26 +74,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             suite = with_twin(suite)
         suite_name = suite.name
     baseline = _baseline(args, suite_name)
-    # Not on a terminal (CI logs), a progress bar only leaves a blank line behind.
-    with Progress(*_progress_columns(), console=error_console, transient=True,
-                  disable=not error_console.is_terminal) as progress:
-        report_progress = BarProgress(progress)
-
-        try:
+    try:
+        with progress_bar(error_console) as report_progress:
             if args.resume:
                 resumed = resume_run(Path(args.resume), project, args.force, report_progress, choice)
                 run_dir = resumed.path
             else:
                 out = Path(args.out) if args.out else None
-                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint, choice or ExecutorChoice(), shard)
-        except Interrupted as interruption:
-            progress.stop()
-            error_console.print(
-                f"attnbench: interrupted by {interruption}; finished cases are kept in {interruption.run_dir}; "
-                f"resume with: attnbench run --resume {interruption.run_dir}",
-                markup=False, highlight=False, soft_wrap=True,
-            )
-            return interruption.exit_code
+                run_dir = run_suite(suite, project, out, report_progress, loaded.fingerprint,
+                                    choice or ExecutorChoice(), shard)
+    except Interrupted as interruption:  # the bar is gone by now: the message stands alone
+        error_console.print(
+            f"attnbench: interrupted by {interruption}; finished cases are kept in {interruption.run_dir}; "
+            f"resume with: attnbench run --resume {interruption.run_dir}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+        return interruption.exit_code
     from attnbench.report.summary import run_summary
 
     if args.resume:

@@ -302,16 +302,19 @@ def filter_suite(
     return replace(narrowed, raw=suite_to_dict(narrowed))
 
 
-def make_case(backbone: str, entry: AttentionEntry, **point: Any) -> CaseSpec:
-    """A case with its placement resolved for the backbone (the module's default may differ per family)."""
+def entry_placement(backbone: str, entry: AttentionEntry) -> str:
+    """The placement `entry` takes in `backbone` ("" for `none`): the module's default may differ per family."""
     from attnbench.backbones import NATIVE_PLACEMENT, resolve_placement
     from attnbench.modules import BASELINE, NATIVE, get_attention
 
     if entry.key in (BASELINE, NATIVE):
-        placement = "" if entry.key == BASELINE else NATIVE_PLACEMENT
-    else:
-        placement = resolve_placement(backbone, get_attention(entry.key), entry.placement)
-    return CaseSpec(backbone, entry, placement=placement, **point)
+        return "" if entry.key == BASELINE else NATIVE_PLACEMENT
+    return resolve_placement(backbone, get_attention(entry.key), entry.placement)
+
+
+def make_case(backbone: str, entry: AttentionEntry, **point: Any) -> CaseSpec:
+    """A case with its placement resolved for the backbone."""
+    return CaseSpec(backbone, entry, placement=entry_placement(backbone, entry), **point)
 
 
 def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:

@@ -1,0 +1,46 @@
+"""The progress bar of a running suite, shared by `attnbench run` and `attnbench.run_suite(progress=True)`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from attnbench.config import CaseSpec
+
+
+class BarProgress:
+    """The runner's Progress as a rich bar, after one line with the estimated duration."""
+
+    def __init__(self, bar: Progress):
+        self.bar, self.task = bar, bar.add_task("starting", total=None)
+
+    def started(self, cases: int, estimated_seconds: float) -> None:
+        from attnbench.estimate import describe
+
+        self.bar.console.print(f"attnbench: {cases} cases, estimated at most ~{describe(estimated_seconds)}",
+                               markup=False, highlight=False)
+
+    def case(self, done: int, total: int, case: CaseSpec, detail: str = "") -> None:
+        self.bar.update(
+            self.task, completed=done, total=total,
+            description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
+            f" {case.dtype} {case.mode}" + (f" ({detail})" if detail else ""),
+        )
+
+
+@contextmanager
+def progress_bar(console: Console) -> Iterator[BarProgress]:
+    """A transient bar with the current case and ETA. The bar is gone once the block exits, also on an
+    error, so that what is printed next stands alone. Not on a terminal (CI logs), a bar would only leave
+    a blank line behind: only the estimate line is printed."""
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        yield BarProgress(progress)
