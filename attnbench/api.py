@@ -191,6 +191,7 @@ def run_suite(
     *,
     backbone: str | Sequence[str] | None = None,
     attention: str | Sequence[str] | None = None,
+    runtime: str | Sequence[str] | None = None,
     device: str | None = None,
     calibrate: bool = False,
     progress: bool | Callable[[int, int, CaseSpec], object] = False,
@@ -201,8 +202,8 @@ def run_suite(
     """Runs a suite as `attnbench run` does and returns its run, read back.
 
     `suite` is a name in the project's suites folder, a suite file, or a dict in the suite file's form
-    (named `python` unless it says otherwise). `backbone`, `attention` and `device` narrow it like the
-    command's options; `out` is the results root (default: attnbench.toml's results_dir). The project's
+    (named `python` unless it says otherwise). `backbone`, `attention`, `runtime` and `device` narrow it
+    like the command's options; `out` is the results root (default: attnbench.toml's results_dir). The project's
     threads, cuDNN and allocator settings are applied to this process, as the command applies them.
     `progress=True` shows the command's progress bar, a callable receives (done, total, case) as groups
     start and finish. `workers` and `executor` say where groups run, as `run --workers/--executor` do.
@@ -212,7 +213,7 @@ def run_suite(
     choice = _executor_choice(workers, executor)
     project = _project(config)
     loaded = _load_suite(suite, project)
-    narrowed = filter_suite(loaded, _names(backbone), _names(attention), device)
+    narrowed = filter_suite(loaded, _names(backbone), _names(attention), device, _names(runtime))
     if calibrate:
         narrowed = with_twin(narrowed)
     root = Path(out) if out is not None else None

@@ -8,10 +8,12 @@ metrics, worker start-up) is a typical cost per case measured on the machines th
 from __future__ import annotations
 
 from attnbench.config import SuiteSpec
+from attnbench.runtimes import runtime_of
 from attnbench.schedule import plan
 
 SETUP_S = {"cpu": 1.0, "cuda": 0.5}
-"""Per case: building or copying the model, preparing it, counting its complexity (fake tensors)."""
+"""Per case: building or copying the model, preparing it, counting its complexity (fake tensors); the
+runtime's build (compile, export, optimization) comes on top (RuntimeSpec.build_estimate_s)."""
 WORKER_START_S = 8.0
 """A spawned worker's start: importing torch and torchvision, a CUDA context."""
 MODULE_SHAPES = 4
@@ -30,7 +32,9 @@ def estimate_seconds(suite: SuiteSpec, device_type: str, cases: list) -> float:
         per_case += 0.5
     groups = len(plan(cases, timing.interleave and "latency" in metrics))
     workers = groups if timing.isolate_on(device_type) else 0
-    return len(cases) * per_case + workers * WORKER_START_S
+    builds = sum(runtime_of(case).build_estimate_s.get(device_type, 0.0) for case in cases
+                 if runtime_of(case).unsupported(case, timing) is None)
+    return len(cases) * per_case + workers * WORKER_START_S + builds
 
 
 def describe(seconds: float) -> str:

@@ -23,6 +23,7 @@ from attnbench.measure.graphs import graph_columns
 from attnbench.measure.prepared import PreparedCase, prepare_case
 from attnbench.measure.timing import GroupTimings, latency_columns, time_group
 from attnbench.process import release_memory
+from attnbench.runtimes import OutputMismatch, uses_dynamo
 from attnbench.schedule import Group
 
 OUT_OF_MEMORY = (
@@ -138,7 +139,7 @@ def compiling(group: Group) -> Iterator[None]:
     """Compiler state for a group: reset before (one cold compile per case) and after (nothing kept for the
     next group), and a recompile limit that lets every case of the group stay compiled at once (all of
     them compile the backbone's forward, which dynamo counts against one limit)."""
-    if not any(case.compile for case in group.cases):
+    if not any(uses_dynamo(case) for case in group.cases):
         yield
         return
     torch._dynamo.reset()
@@ -197,9 +198,14 @@ class GroupRunner:
         for case in group.cases:
 
             def prepare(case: CaseSpec = case) -> None:
-                built = self.models.get(case)
+                built, row = self.models.get(case), results[case.case_id].row
                 check_fits(case, built, context.device, context.cache)  # before its input batch exists
-                prepared[case.case_id] = prepare_case(case, built, context.device, context.timing, context.clock)
+                try:
+                    prepared[case.case_id] = prepare_case(case, built, context.device, context.timing, context.clock)
+                except OutputMismatch as mismatch:
+                    row.update(mismatch.columns)  # the differences beside the error, never a latency
+                    raise
+                row.update(prepared[case.case_id].prepared.runtime)
 
             attempt(prepare, context.timing.max_case_seconds, results[case.case_id])
         return prepared

@@ -24,6 +24,8 @@ from attnbench.measure.stats import Overhead, paired_overhead, paired_ratios, pe
 from attnbench.measure.timing import TIMERS, PrecisionTarget, Timings, group_flush, make_timer, paired_rounds
 from attnbench.modules import BASELINE
 from attnbench.process import resolve_device
+from attnbench.registry import unknown_name_message
+from attnbench.runtimes import EAGER, RUNTIMES
 from attnbench.schedule import Group
 
 Timed = nn.Module | Callable[[], object]
@@ -55,8 +57,10 @@ class Measurement:
     l2_flush: bool
     precision: float | None = None
     """The 95% interval half-width asked for, in points of the overhead (of the median, without a baseline)."""
-    compile_s: float | None = None
-    """Seconds of the first, compiling call with compile=True; never among the samples."""
+    runtime: str = "eager"
+    runtime_build_s: float | None = None
+    """Seconds the runtime took to build (torch.compile's first call, an export and optimization); never
+    among the samples. None for eager."""
     baseline: Measurement | None = None
     """The baseline, timed in the same rounds."""
 
@@ -119,7 +123,8 @@ class Measurement:
             row: dict[str, Any] = {
                 "role": role, "description": measured.description, "device": measured.device,
                 "dtype": measured.dtype, "mode": measured.mode, "threads": measured.threads, **measured.stats,
-                "l2_flush": measured.l2_flush, "compile_s": measured.compile_s,
+                "l2_flush": measured.l2_flush, "runtime": measured.runtime,
+                "runtime_build_s": measured.runtime_build_s,
             }
             if role == "model" and self.overhead is not None:
                 row.update(
@@ -185,13 +190,13 @@ def _description(timed: Timed) -> str:
     return getattr(timed, "__qualname__", type(timed).__name__)
 
 
-def _step_case(key: str, device: torch.device, dtype: str, mode: str, channels_last: bool, compile: bool) -> CaseSpec:
+def _step_case(key: str, device: torch.device, dtype: str, mode: str, channels_last: bool, runtime: str) -> CaseSpec:
     """prepare_step and the compiler's reset read a case's grid point only (mode, dtype, device, memory
-    format, compile); a model timed from Python has no backbone, attention entry or image size of its own,
+    format, runtime); a model timed from Python has no backbone, attention entry or image size of its own,
     so those fields are placeholders."""
     return CaseSpec(
         backbone=key, attention=AttentionEntry(key, key), batch_size=1, resolution=1, dtype=dtype, mode=mode,
-        device=device.type, channels_last=channels_last, compile=compile,
+        device=device.type, channels_last=channels_last, runtime=runtime,
     )
 
 
@@ -208,7 +213,7 @@ def _moved(value: Any, device: torch.device, dtype: torch.dtype, fmt: torch.memo
 def _prepared(
     timed: Timed, inputs: tuple, case: CaseSpec, device: torch.device, timing: TimingSpec
 ) -> tuple[Callable[[], object], int, float | None]:
-    """(step, working set in bytes, compile seconds) of a model or a callable."""
+    """(step, working set in bytes, the runtime's build seconds) of a model or a callable."""
     if not isinstance(timed, nn.Module):
         # A callable's working set is unknown; counting it as zero flushes the L2 cache under `auto`, so
         # that its time is never a warm-cache one.
@@ -218,11 +223,11 @@ def _prepared(
     model = copy.deepcopy(timed).to(device, dtype=dtype, memory_format=fmt)
     moved = tuple(_moved(value, device, dtype, fmt) for value in inputs)
     prepared = prepare_step(case, model, moved, device, timing, time.perf_counter, optimize=True)
-    return prepared.step, prepared.working_set_bytes, prepared.compile_s
+    return prepared.step, prepared.working_set_bytes, prepared.runtime.get("runtime_build_s")
 
 
 def _check(
-    timed: dict[str, Timed], input: Inputs | None, dtype: str, mode: str, channels_last: bool, compile: bool
+    timed: dict[str, Timed], input: Inputs | None, dtype: str, mode: str, channels_last: bool, runtime: str
 ) -> None:
     for value in timed.values():
         if not callable(value):
@@ -238,7 +243,7 @@ def _check(
     if models < len(timed):
         given = [name for name, value, default in (
             ("dtype", dtype, "float32"), ("mode", mode, "eval"), ("channels_last", channels_last, False),
-            ("compile", compile, False),
+            ("runtime", runtime, EAGER),
         ) if value != default]
         if given:
             raise UsageError(
@@ -249,6 +254,8 @@ def _check(
         raise UsageError(f"{WHERE}: dtype {dtype!r} is not accepted; accepted: {', '.join(DTYPES)}")
     if mode not in MODES:
         raise UsageError(f"{WHERE}: mode {mode!r} is not accepted; accepted: {', '.join(MODES)}")
+    if runtime not in RUNTIMES:
+        raise UsageError(f"{WHERE}: " + unknown_name_message("runtime", runtime, RUNTIMES.names()))
 
 
 def latency(
@@ -260,7 +267,7 @@ def latency(
     dtype: str = "float32",
     mode: str = "eval",
     channels_last: bool = False,
-    compile: bool = False,
+    runtime: str = EAGER,
     warmup: int = 3,
     min_repeats: int = 10,
     max_repeats: int = 1000,
@@ -276,11 +283,13 @@ def latency(
     rounds, until `max_seconds` per model or `max_repeats` rounds, or until the 95% interval of the
     overhead (of the median, without a baseline) is within ±`precision` points.
 
-    The process is timed as it is configured (threads, cuDNN's benchmark mode); `compile=True` compiles
-    cold, with dynamo's caches reset before and after, as for a suite's group.
+    The process is timed as it is configured (threads, cuDNN's benchmark mode). `runtime` runs the model
+    as a suite's runtime axis does (`attnbench list runtimes`): `inductor` compiles cold, with dynamo's
+    caches reset before and after; a deployment runtime exports and optimizes it, and its output must match
+    eager's (an OutputMismatch otherwise). Its build time is `runtime_build_s`, never among the samples.
     """
     timed = {MODEL: model} if baseline is None else {MODEL: model, BASELINE: baseline}
-    _check(timed, input, dtype, mode, channels_last, compile)
+    _check(timed, input, dtype, mode, channels_last, runtime)
     timing = parse_timing(
         {"warmup": warmup, "min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds,
          **({"precision": precision} if precision is not None else {})},
@@ -288,7 +297,7 @@ def latency(
     )
     where = _device(device)
     inputs = input if isinstance(input, tuple) else () if input is None else (input,)
-    cases = {key: _step_case(key, where, dtype, mode, channels_last, compile) for key in timed}
+    cases = {key: _step_case(key, where, dtype, mode, channels_last, runtime) for key in timed}
     with compiling(Group(tuple(cases.values()))):
         prepared = {key: _prepared(value, inputs, cases[key], where, timing) for key, value in timed.items()}
         timers = {key: make_timer(where, time.perf_counter) for key in timed}
@@ -296,7 +305,7 @@ def latency(
         reference = None if baseline is None else BASELINE
         target = PrecisionTarget(timing.precision, reference) if timing.precision else None
         steps = {key: step for key, (step, _, _) in prepared.items()}
-        probe = compiled_graphs if compile else None
+        probe = compiled_graphs if RUNTIMES.get(runtime).dynamo else None
         # Seeded: the same call times its rounds in the same orders.
         taken = paired_rounds(steps, timing, timers, time.perf_counter, 0, target, probe)
 
@@ -305,7 +314,7 @@ def latency(
             description=_description(timed[key]), device=str(where), dtype=dtype, mode=mode,
             threads=torch.get_num_threads(), latency_ms=tuple(taken[key].latency_ms),
             wall_ms=tuple(taken[key].wall_ms), rounds=tuple(taken[key].rounds), l2_flush=flushed,
-            precision=timing.precision, compile_s=prepared[key][2], baseline=base,
+            precision=timing.precision, runtime=runtime, runtime_build_s=prepared[key][2], baseline=base,
         )
 
     return measurement(MODEL, measurement(BASELINE) if baseline is not None else None)

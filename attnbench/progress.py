@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from attnbench.runtimes.base import EAGER
+
 if TYPE_CHECKING:
     from attnbench.config import CaseSpec
 
@@ -29,7 +31,8 @@ class BarProgress:
         self.bar.update(
             self.task, completed=done, total=total,
             description=f"{case.backbone} {case.attention.label} b{case.batch_size} r{case.resolution}"
-            f" {case.dtype} {case.mode}" + (f" ({detail})" if detail else ""),
+            f" {case.dtype} {case.mode}" + (f" {case.runtime}" if case.runtime != EAGER else "")
+            + (f" ({detail})" if detail else ""),
         )
 
 

@@ -21,6 +21,7 @@ from attnbench.measure.bandwidth import roofline_columns
 from attnbench.measure.env import environment
 from attnbench.process import configure_process, resolve_device
 from attnbench.results import RunWriter, case_key, read_run, utc_now
+from attnbench.runtimes.axis import compile_era_fingerprint
 from attnbench.schedule import Group, Shard, case_order, plan
 
 
@@ -195,7 +196,8 @@ def resume_run(
     source = run.meta.get("suite_source")
     if source and Path(source).is_file() and not force:
         current = load_suite(source, project)
-        if current.fingerprint != run.meta.get("suite_file_fingerprint"):
+        started_with = run.meta.get("suite_file_fingerprint")
+        if started_with not in (current.fingerprint, compile_era_fingerprint(current)):
             raise ConfigError(
                 f"suite file {source} changed since run {run.run_id} started; "
                 "use --force to finish the recorded grid anyway, or start a new run"

@@ -214,8 +214,20 @@ def test_latency_of_a_callable_calls_it_as_it_is():
     assert measured.precision_met is not None and "precision_met" in measured.to_frame()
 
 
+def test_latency_runs_a_model_in_a_deployment_runtime():
+    measured = attnbench.latency(tiny_model().eval(), torch.randn(1, 3, 8, 8), baseline=tiny_model().eval(),
+                                 device="cpu", runtime="onnxruntime", **TINY)
+    assert measured.runtime == "onnxruntime" and measured.runtime_build_s > 0
+    assert measured.overhead is not None and measured.to_frame()["runtime"].tolist() == ["onnxruntime"] * 2
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda: attnbench.latency(tiny_model()), attnbench.UsageError, "needs an input"),
+    (lambda: attnbench.latency(tiny_model(), torch.ones(1), runtime="tvm"), attnbench.UsageError,
+     "unknown runtime 'tvm'"),
+    (lambda: attnbench.latency(lambda: None, runtime="inductor"), attnbench.UsageError, "runtime applies to models"),
+    (lambda: attnbench.latency(tiny_model(), torch.ones(2, 3, 4, 4), device="cpu", mode="train",
+                               runtime="openvino"), attnbench.DeviceError, "inference only"),
     (lambda: attnbench.latency(lambda: None, torch.ones(1)), attnbench.UsageError, "without arguments"),
     (lambda: attnbench.latency(lambda: None, mode="train"), attnbench.UsageError, "mode applies to models"),
     (lambda: attnbench.latency(42), attnbench.UsageError, "cannot time 42"),

@@ -65,7 +65,8 @@ def test_schema_1_runs_are_migrated_on_read():
     assert run.meta["migrated_from"] == 1
     se = run.cases[(run.cases["attention"] == "se") & (run.cases["batch_size"] == 1)].iloc[0]
     assert (se["options"], se["placement"]) == ("bias=False;reduction=16", "block")
-    assert not run.cases["channels_last"].any() and not run.cases["compile"].any()
+    assert not run.cases["channels_last"].any() and (run.cases["runtime"] == "eager").all()
+    assert "compile" not in run.cases
     # The same case run today has the same key: a migrated baseline still matches.
     assert case_key(se) == case_key({**one_case("se").key, "resolution": 64})
 
@@ -84,7 +85,7 @@ def test_resume_of_a_schema_1_run_rewrites_it_and_runs_only_what_is_missing(proj
     (run_dir / "meta.json").write_text(json.dumps({**meta, "schema_version": 1, "status": "interrupted"}))
     resume_run(run_dir, project)
     resumed = read_run(run_dir)
-    assert resumed.meta["schema_version"] == 2 and "migrated_from" not in resumed.meta
+    assert resumed.meta["schema_version"] == 3 and "migrated_from" not in resumed.meta
     assert resumed.cases["attention"].tolist() == ["none", "se", "eca"]
     assert resumed.cases["placement"].tolist() == ["", "block", "block"]
 
@@ -115,11 +116,11 @@ def test_each_case_is_built_once_and_prepared_once_for_every_metric(project, tmp
 
 def test_a_compiled_group_compiles_each_case_once(project, tmp_path):
     suite = suite_of(project, ["none", "se", "eca"], ["latency", "profile"], {"compile_backend": "eager"},
-                     compile=[True])
+                     runtimes=["inductor"])
     run = read_run(run_suite(suite, project, tmp_path))
-    assert (run.cases["status"] == "ok").all()
+    assert (run.cases["status"] == "ok").all() and (run.cases["runtime"] == "inductor").all()
     assert run.cases["compile_graphs"].tolist() == [1, 1, 1] and run.cases["graph_breaks"].tolist() == [0, 0, 0]
-    assert (run.cases["compile_s"] > 0).all()
+    assert (run.cases["runtime_build_s"] > 0).all() and (run.cases["max_rel_diff"] <= 1e-3).all()
     assert run.cases["attention_time_share"].isna().all()  # no attention boundary left in a compiled step
 
 
@@ -182,3 +183,20 @@ def test_profile_configures_the_process_as_run_does(project_dir, monkeypatch, ca
     code = main(["--config", str(project_dir / "attnbench.toml"), "profile", "--backbone", "resnet18",
                  "--attention", "se", "--resolution", "32", "--device", "cpu"])
     assert code == 0 and applied == [1, 1]  # attnbench.toml's threads = 1, for the module and for `none`
+
+
+def test_cases_that_change_weights_leave_the_cached_model_as_built() -> None:
+    cache = group_module.ModelCache()
+    entry, spec = attention_entry("se"), {"batch_size": 2, "resolution": 32, "device": "cpu"}
+    stock = make_case("resnet18", entry, **spec, dtype="float32", mode="eval")
+    weights = {name: tensor.clone() for name, tensor in cache.get(stock).model.state_dict().items()}
+    timing = TimingSpec(low_precision="convert")
+    for dtype, mode in (("bfloat16", "eval"), ("float32", "train")):
+        case = make_case("resnet18", entry, **spec, dtype=dtype, mode=mode)
+        prepared = prepared_module.prepare_case(case, cache.get(case), torch.device("cpu"), timing, time.perf_counter)
+        for _ in range(3):
+            prepared.step()
+        assert prepared.model is not cache.get(stock).model
+        assert {site.module for site in prepared.sites} <= set(prepared.model.modules())
+    for name, tensor in cache.get(stock).model.state_dict().items():
+        assert tensor.dtype == weights[name].dtype and torch.equal(tensor, weights[name]), name

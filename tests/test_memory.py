@@ -58,10 +58,10 @@ def test_backward_memory_is_seen() -> None:
 
 
 def test_cpu_probe_leaves_compiled_cases_unmeasured() -> None:
-    case = CaseSpec("resnet18", attention_entry("none"), 1, 32, "float32", "eval", "cpu", compile=True)
+    case = CaseSpec("resnet18", attention_entry("none"), 1, 32, "float32", "eval", "cpu", runtime="inductor")
     peak = MEMORY_PROBES["cpu"](lambda: floats(1), case, torch.device("cpu"))
     assert peak.peak_bytes is None
-    eager = MEMORY_PROBES["cpu"](lambda: floats(1), replace(case, compile=False), torch.device("cpu"))
+    eager = MEMORY_PROBES["cpu"](lambda: floats(1), replace(case, runtime="eager"), torch.device("cpu"))
     assert eager.peak_bytes == MIB
 
 

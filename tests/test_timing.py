@@ -165,14 +165,14 @@ def _suite(project: ProjectConfig, grid: dict | None = None, timing: dict | None
     )
 
 
-def test_new_axes_default_to_false_and_expand(project: ProjectConfig) -> None:
-    assert [(c.channels_last, c.compile) for c in expand_grid(_suite(project), "cpu")] == [(False, False)]
-    suite = _suite(project, {"channels_last": [False, True], "compile": [False, True]})
+def test_new_axes_default_to_false_and_eager_and_expand(project: ProjectConfig) -> None:
+    assert [(c.channels_last, c.runtime) for c in expand_grid(_suite(project), "cpu")] == [(False, "eager")]
+    suite = _suite(project, {"channels_last": [False, True], "runtimes": ["eager", "inductor"]})
     cases = expand_grid(suite, "cpu")
     assert suite.grid.case_count == len(cases) == 4
     assert len({case.case_id for case in cases}) == 4
-    assert {(c.key["channels_last"], c.key["compile"]) for c in cases} == {
-        (False, False), (False, True), (True, False), (True, True)
+    assert {(c.key["channels_last"], c.key["runtime"]) for c in cases} == {
+        (False, "eager"), (False, "inductor"), (True, "eager"), (True, "inductor")
     }
 
 
@@ -180,6 +180,10 @@ def test_new_axes_default_to_false_and_expand(project: ProjectConfig) -> None:
     ("grid", "timing", "message"),
     [
         ({"compile": [True, True]}, {}, "compile: values must be distinct"),
+        ({"runtimes": ["eager", "eager"]}, {}, "runtimes: values must be distinct"),
+        ({"runtimes": ["onnxrt"]}, {}, "unknown runtime 'onnxrt': did you mean 'onnxruntime'"),
+        ({"runtimes": ["tensorrt"]}, {}, "runtime 'tensorrt' runs on cuda, not device 'cpu'"),
+        ({"runtimes": ["eager"], "compile": [False]}, {}, "give `runtimes` only"),
         ({"channels_last": ["yes"]}, {}, "channels_last: expected bool"),
         ({}, {"l2_flush": "sometimes"}, "l2_flush: 'sometimes' is not accepted; accepted: auto, true, false"),
         ({}, {"isolate": "auto"}, "isolate: expected bool"),
@@ -200,15 +204,15 @@ def test_timing_options_parse_and_isolation_defaults_by_device(project: ProjectC
 
 def test_unsupported_combinations_have_reasons(monkeypatch) -> None:
     def case(**changes) -> CaseSpec:
-        fields = {"dtype": "float32", "compile": False, **changes}
+        fields = {"dtype": "float32", "runtime": "eager", **changes}
         return CaseSpec("resnet18", attention_entry("none"), 1, 32, mode="eval", device="cpu", **fields)
 
     timing = TimingSpec()
     assert unsupported(case(), timing) is None
     assert "float16" in unsupported(case(dtype="float16"), timing)
     monkeypatch.setenv("CXX", "no-such-compiler")
-    assert "C++ compiler" in unsupported(case(compile=True), timing)
-    assert unsupported(case(compile=True), TimingSpec(compile_backend="eager")) is None
+    assert "C++ compiler" in unsupported(case(runtime="inductor"), timing)
+    assert unsupported(case(runtime="inductor"), TimingSpec(compile_backend="eager")) is None
     with pytest.raises(DeviceError, match="float16"):
         check_supported(case(dtype="float16"), timing)
 
@@ -227,9 +231,10 @@ def test_compiled_step_reports_compile_time_graphs_and_eager_does_not() -> None:
                 dtype="float32", mode="eval", device="cpu")
     torch._dynamo.reset()
     eager = _prepare(CaseSpec(**spec), module, inputs)
-    compiled = _prepare(CaseSpec(**spec, compile=True), module, inputs, compile_backend="eager")
-    assert eager.compile_s is None and eager.graphs == 0
-    assert compiled.compile_s > 0 and compiled.graphs == 1 and compiled.graph_breaks == 0
+    compiled = _prepare(CaseSpec(**spec, runtime="inductor"), module, inputs, compile_backend="eager")
+    assert eager.runtime == {} and eager.graphs == 0
+    assert compiled.runtime["runtime_build_s"] > 0 and compiled.graphs == 1 and compiled.graph_breaks == 0
+    assert compiled.runtime["graph_nodes"] == 2 and compiled.runtime["max_abs_diff"] == 0
     compiled.step()
     assert eager.working_set_bytes == compiled.working_set_bytes == 4 * (4 * 3 * 9 + 4 + 3 * 64)
     torch._dynamo.reset()
@@ -279,7 +284,7 @@ def test_tiny_cpu_run_end_to_end(project: ProjectConfig, tmp_path: Path, monkeyp
     ok = run.cases
     assert len(ok) == 4 and (ok["status"] == "ok").all()
     assert (ok["repeats"] == 3).all() and (ok["peak_mem_mib"] > 0).all()
-    assert (~ok["l2_flush"].astype(bool)).all() and ok["compile_s"].isna().all()
+    assert (~ok["l2_flush"].astype(bool)).all() and ok["runtime_build_s"].isna().all()
     assert (ok["throughput_ips"] == 1 / (ok["latency_ms_median"] / 1e3)).all()
     assert ok["achieved_bandwidth_gbs"].isna().all()  # no bytes_eager without the complexity figures
     module_ms = ok.set_index(["attention", "channels_last"])["module_latency_ms_median"]
@@ -377,10 +382,10 @@ def test_shipped_timing_suites_parse_to_the_intended_grids(name: str) -> None:
     suite = load_suite(name, load_project(REPO / "attnbench.toml"))
     grid = suite.grid
     expected = {
-        "cpu-latency": ("cpu", False, {1, 8}, (False,)),
-        "gpu-latency": ("cuda", True, {1, 32, 128, 256}, (False,)),
-        "gpu-train": ("cuda", True, {32, 128}, (False,)),
-        "compile": ("auto", None, {1, 32}, (False, True)),
+        "cpu-latency": ("cpu", False, {1, 8}, ("eager",)),
+        "gpu-latency": ("cuda", True, {1, 32, 128, 256}, ("eager",)),
+        "gpu-train": ("cuda", True, {32, 128}, ("eager",)),
+        "compile": ("auto", None, {1, 32}, ("eager", "inductor")),
     }[name]
-    assert (grid.device, suite.timing.isolate, set(grid.batch_sizes), grid.compile) == expected
+    assert (grid.device, suite.timing.isolate, set(grid.batch_sizes), grid.runtimes) == expected
     assert grid.resolutions == (224,)

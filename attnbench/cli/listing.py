@@ -1,4 +1,4 @@
-"""`attnbench list`: registered attention modules, backbones and suites."""
+"""`attnbench list`: registered attention modules, backbones, runtimes and suites."""
 
 from __future__ import annotations
 
@@ -94,14 +94,28 @@ def _list_suites(project: ProjectConfig) -> FittedTable:
     return table
 
 
-LISTINGS = {"attention": _list_attention, "backbones": _list_backbones, "suites": _list_suites}
+def _list_runtimes(project: ProjectConfig) -> Table:
+    from attnbench.runtimes import RUNTIMES
+    from attnbench.runtimes.base import DEPLOY_EXTRA
+
+    table = Table("runtime", "what runs the model", "devices: dtypes", "modes", "installed", show_lines=True)
+    for name, spec in RUNTIMES.items():
+        devices = "\n".join(f"{device}: {', '.join(dtypes)}" for device, dtypes in spec.dtypes.items())
+        missing = spec.missing()
+        installed = f"no: {DEPLOY_EXTRA if spec.extra else spec.install}" if missing else "yes"
+        table.add_row(name, spec.description, devices, ", ".join(spec.modes), installed)
+    return table
+
+
+LISTINGS = {"attention": _list_attention, "backbones": _list_backbones, "runtimes": _list_runtimes,
+            "suites": _list_suites}
 
 
 def _configure_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=list(LISTINGS))
 
 
-@command("list", "list registered attention modules, backbones or suites", _configure_list)
+@command("list", "list registered attention modules, backbones, runtimes or suites", _configure_list)
 def cmd_list(args: argparse.Namespace) -> int:
     console.print(LISTINGS[args.what](project_of(args)), crop=False)
     return 0

@@ -25,6 +25,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
         "--attention", nargs="+",
         help="only these attention entries of the suite: a key picks all its entries (se: se and se-bias), a label one",
     )
+    parser.add_argument("--runtime", nargs="+", help="only these runtimes of the suite (eager, inductor, onnxruntime, ...)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="run only the missing cases of an interrupted run")
     parser.add_argument(
         "--force", action="store_true",
@@ -69,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite_name = read_meta(Path(args.resume)).get("suite", {}).get("name", "?")
     else:
         loaded = load_suite(args.suite, project)
-        suite = filter_suite(loaded, args.backbone, args.attention, args.device)
+        suite = filter_suite(loaded, args.backbone, args.attention, args.device, args.runtime)
         if args.calibrate:
             suite = with_twin(suite)
         suite_name = suite.name

@@ -34,7 +34,7 @@ class TimingSpec:
     isolate: bool | None = None
     """Each comparison group in a fresh subprocess; None = on for CUDA, off for the CPU."""
     compile_backend: str = "inductor"
-    """torch.compile backend for cases with compile = true."""
+    """torch.compile backend of the inductor runtime's cases."""
     tf32: bool | None = None
     """CUDA float32 matmuls and convolutions in TF32 (torch.backends.cuda.matmul / cudnn .allow_tf32);
     None leaves PyTorch's defaults (TF32 convolutions, full-FP32 matmuls on Ampere and later)."""
@@ -103,14 +103,15 @@ class GridSpec:
     modes: tuple[str, ...] = ("eval",)
     device: str = "auto"
     channels_last: tuple[bool, ...] = (False,)
-    compile: tuple[bool, ...] = (False,)
+    runtimes: tuple[str, ...] = ("eager",)
+    """What runs each model (attnbench.runtimes): eager PyTorch, inductor, onnxruntime, openvino, tensorrt."""
 
     @property
     def case_count(self) -> int:
         pairs = sum(entry.applies_to(backbone) for backbone in self.backbones for entry in self.attention)
         return (
             pairs * len(self.batch_sizes) * len(self.resolutions)
-            * len(self.dtypes) * len(self.modes) * len(self.channels_last) * len(self.compile)
+            * len(self.dtypes) * len(self.modes) * len(self.channels_last) * len(self.runtimes)
         )
 
 
@@ -153,7 +154,7 @@ class CaseSpec:
     mode: str
     device: str
     channels_last: bool = False
-    compile: bool = False
+    runtime: str = "eager"
     placement: str = ""
     """The placement the module sits at in this backbone ("" for `none`), as suites.make_case resolves it."""
 
@@ -173,7 +174,7 @@ class CaseSpec:
             "mode": self.mode,
             "device": self.device,
             "channels_last": self.channels_last,
-            "compile": self.compile,
+            "runtime": self.runtime,
         }
         return key
 

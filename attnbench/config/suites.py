@@ -71,8 +71,10 @@ def parse_suite(data: dict[str, Any], source: Path | str, project: ProjectConfig
 
 def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> tuple[GridSpec, tuple[LeftOut, ...]]:
     from attnbench.backbones import BACKBONES, runnable_entries
+    from attnbench.runtimes.axis import parse_runtimes
 
-    section = Section(data, source, "grid", tuple(GridSpec.__dataclass_fields__))
+    # `compile`: the older form of `runtimes`
+    section = Section(data, source, "grid", (*GridSpec.__dataclass_fields__, "compile"))
     backbones = section.list_of("backbones", str)
     for name in backbones:
         if name not in BACKBONES:
@@ -112,7 +114,7 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> t
         modes=modes,
         device=device,
         channels_last=section.bools("channels_last"),
-        compile=section.bools("compile"),
+        runtimes=parse_runtimes(section, device),
     )
     return grid, tuple(LeftOut(*item) for item in left_out)
 
@@ -251,9 +253,17 @@ def filter_suite(
     backbones: list[str] | None = None,
     attention: list[str] | None = None,
     device: str | None = None,
+    runtimes: list[str] | None = None,
 ) -> SuiteSpec:
-    """The suite narrowed to some backbones or attention keys/labels, or moved to another device."""
+    """The suite narrowed to some backbones, attention keys/labels or runtimes, or moved to another device."""
     grid = suite.grid
+    if runtimes:
+        unknown = [r for r in runtimes if r not in grid.runtimes]
+        if unknown:
+            raise ConfigError(
+                f"--runtime {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.runtimes)}"
+            )
+        grid = replace(grid, runtimes=tuple(r for r in grid.runtimes if r in runtimes))
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
         unknown = [a for a in attention if a not in names]
@@ -323,11 +333,11 @@ def expand_grid(suite: SuiteSpec, device: str) -> list[CaseSpec]:
     return [
         make_case(
             backbone, entry, batch_size=batch, resolution=resolution, dtype=dtype, mode=mode, device=device,
-            channels_last=channels_last, compile=compiled,
+            channels_last=channels_last, runtime=runtime,
         )
-        for backbone, entry, batch, resolution, dtype, mode, channels_last, compiled in product(
+        for backbone, entry, batch, resolution, dtype, mode, channels_last, runtime in product(
             grid.backbones, grid.attention, grid.batch_sizes, grid.resolutions, grid.dtypes, grid.modes,
-            grid.channels_last, grid.compile,
+            grid.channels_last, grid.runtimes,
         )
         if entry.applies_to(backbone)
     ]

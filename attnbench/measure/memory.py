@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_leaves
 from attnbench.config import CaseSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
 from attnbench.measure.prepared import PreparedCase, Step
+from attnbench.runtimes import EAGER, runs_torch_ops
 
 MIB = 2**20
 
@@ -85,8 +86,9 @@ def cuda_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
 
 def cpu_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
     """Peak of live storages created during one step. A compiled model under a dispatch mode would
-    run eagerly, so compiled CPU cases are not measured rather than measured wrongly."""
-    if case.compile:
+    run eagerly, and a deployment runtime allocates outside PyTorch, so only eager CPU cases are measured:
+    the others are left empty rather than measured wrongly."""
+    if case.runtime != EAGER:
         return MemoryPeak(None)
     gc.collect()
     with StorageTracker() as tracker:
@@ -103,6 +105,10 @@ def mib(value: int | None) -> float | None:
 
 @metric("memory")
 def memory(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
+    """A deployment runtime (ONNX Runtime, OpenVINO, TensorRT) allocates with its own allocator, which
+    neither PyTorch's CUDA statistics nor the CPU probe see: its cases are left empty."""
+    if not runs_torch_ops(prepared.case):
+        return MetricResult({"peak_mem_mib": None, "peak_mem_reserved_mib": None})
     prepared.step()  # untimed first call: lazy init, algorithm search
     peak = MEMORY_PROBES[context.device.type](prepared.step, prepared.case, context.device)
     return MetricResult(

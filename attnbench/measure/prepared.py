@@ -1,14 +1,14 @@
 """A prepared case: the model on its device and memory format, its input, its step (eval forward or train
-step, under the case's autocast, compiled when the case compiles) and optimizer, built once per case and
-handed to every metric, so that nothing is built or compiled twice."""
+step, under the case's autocast, through the case's runtime) and optimizer, built once per case and
+handed to every metric, so that nothing is built, compiled or exported twice."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch import nn
 from attnbench.backbones import BuiltModel, Site
 from attnbench.config import CaseSpec, TimingSpec
 from attnbench.errors import DeviceError
+from attnbench.runtimes import EAGER, OutputMismatch, compare, runtime_of
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Clock = Callable[[], float]
@@ -41,17 +42,9 @@ def _float16_on_cpu(case: CaseSpec, timing: TimingSpec) -> str | None:
 
 
 @skip_rule
-def _compile_unsupported(case: CaseSpec, timing: TimingSpec) -> str | None:
-    if not case.compile:
-        return None
-    import torch._dynamo
-
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile is not supported on this Python/platform"
-    cxx = os.environ.get("CXX", "g++")
-    if case.device == "cpu" and timing.compile_backend == "inductor" and not shutil.which(cxx):
-        return f"torch.compile's inductor backend needs a C++ compiler on the CPU; {cxx!r} not found"
-    return None
+def _runtime_unsupported(case: CaseSpec, timing: TimingSpec) -> str | None:
+    """What the case's runtime cannot run here: a device, dtype or mode, a package or compiler missing."""
+    return runtime_of(case).unsupported(case, timing)
 
 
 def unsupported(case: CaseSpec, timing: TimingSpec) -> str | None:
@@ -130,40 +123,66 @@ def compiled_graphs() -> tuple[int, int]:
 
 @dataclass
 class PreparedStep:
-    """A step ready to time: built, compiled and called once when the case compiles."""
+    """A step ready to time: its runtime built (compiled, exported, optimized) and checked against eager."""
 
     step: Step
     optimizer: torch.optim.Optimizer | None
-    compile_s: float | None
     working_set_bytes: int
+    runtime: dict[str, Any] = field(default_factory=dict)
+    """The runtime columns of the case's row: runtime_build_s, the differences from eager's output,
+    graph_nodes, optimized_nodes, runtime_settings (attnbench.runtimes)."""
     graphs: int = 0
     graph_breaks: int = 0
-    """Graphs compiled and graph breaks met while preparing (the compiling first call)."""
+    """Graphs dynamo compiled and graph breaks it met while preparing (the compiling first call)."""
 
 
 def prepare_step(
     case: CaseSpec, module: nn.Module, inputs: tuple, device: torch.device, timing: TimingSpec, clock: Clock,
     optimize: bool,
 ) -> PreparedStep:
-    """The case's step around `module` (a whole network with `optimize`, a single module without). With
-    compile, the first call (compilation) is timed into compile_s here, so it never reaches the samples."""
+    """The case's step around `module` (a whole network with `optimize`, a single module without), run by
+    the case's runtime. Building the runtime (export, optimization; for torch.compile the first, compiling
+    call) is timed into runtime_build_s here, so it never reaches the samples. In eval mode the runtime's
+    output is then compared with eager's on the same input (runtimes.check): beyond the tolerance the case
+    fails with the differences."""
     check_supported(case, timing)
-    runnable: Callable = module
-    if case.compile:
-        runnable = torch.compile(module, backend=timing.compile_backend, dynamic=False)
+    runtime = runtime_of(case)
+    module.train(case.mode == "train")
+    autocast = autocast_context(case, timing, device)
+    reference = None
+    if case.mode == "eval" and runtime.name != EAGER:
+        with torch.inference_mode(), autocast:
+            reference = module(*inputs)
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-3) if optimize and case.mode == "train" else None
-    step = MODE_STEPS[case.mode](module, runnable, inputs, autocast_context(case, timing, device), optimizer)
     tensors = [*module.parameters(), *module.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))]
-    prepared = PreparedStep(step, optimizer, None, sum(t.numel() * t.element_size() for t in tensors))
-    if case.compile:
-        graphs, breaks = compiled_graphs()
-        synchronize(device)
-        start = clock()
+    working_set = sum(t.numel() * t.element_size() for t in tensors)
+    graphs, breaks = compiled_graphs() if runtime.dynamo else (0, 0)
+    synchronize(device)
+    start = clock()
+    built = runtime.build(module, inputs, case, timing)
+    if runtime.torch_step:
+        step = MODE_STEPS[case.mode](module, built.call, inputs, autocast, optimizer)
+    else:
+        def step() -> None:
+            built.call(*inputs)
+    if built.compiles_on_first_call:
         step()
-        synchronize(device)
-        prepared.compile_s = clock() - start
+    synchronize(device)
+    prepared = PreparedStep(step, optimizer, working_set)
+    if runtime.name != EAGER:
+        prepared.runtime["runtime_build_s"] = clock() - start
+    if runtime.dynamo:
         after = compiled_graphs()
         prepared.graphs, prepared.graph_breaks = after[0] - graphs, after[1] - breaks
+    prepared.runtime.update(built.facts)
+    if reference is not None:
+        with torch.inference_mode(), autocast:
+            output = built.output(built.call(*inputs))
+        try:
+            prepared.runtime.update(compare(reference, output, runtime.name, case.dtype, device))
+        except OutputMismatch as mismatch:
+            mismatch.columns = {**prepared.runtime, **mismatch.columns}  # the row shows what was built
+            raise
     return prepared
 
 
@@ -201,6 +220,10 @@ def prepare_case(
     """The whole network on the case's device, dtype (converted, or float32 under autocast), memory format
     and input shape, with its step."""
     fmt, dtype = memory_format(case), stored_dtype(case, timing)
+    if case.mode == "train" or dtype != torch.float32:
+        # Training steps and a dtype conversion change weights in place; the cache's model stays as built,
+        # so that the next case of this entry starts from the same float32 weights.
+        built = copy.deepcopy(built)
     model = built.model.to(device, dtype=dtype, memory_format=fmt)
     image = torch.randn(case.batch_size, 3, case.resolution, case.resolution, device=device, dtype=dtype)
     inputs = (image.contiguous(memory_format=fmt),)

@@ -25,6 +25,7 @@ from attnbench.config import CaseSpec, TimingSpec, attention_entry, make_case
 from attnbench.measure.base import MeasureContext, MetricResult, metric
 from attnbench.measure.prepared import PreparedCase, prepare_case
 from attnbench.modules import BASELINE
+from attnbench.runtimes import EAGER, runs_torch_ops
 
 ATTENTION_LABEL = "attention:"
 """Prefix of the record_function range around each attention instance; the site path follows."""
@@ -264,9 +265,10 @@ def profile_prepared(
     """Profiles the case's own step (eval forward, or train forward+backward+SGD, under its autocast).
 
     A compiled step runs fused kernels with no attention boundary left to label (and hooks added after
-    compilation would recompile it), so its sites are not labelled: its attention share stays unknown.
+    compilation would recompile it), and a deployment runtime runs none of the model's modules, so only
+    eager steps have their sites labelled: under other runtimes the attention share stays unknown.
     """
-    sites = [] if prepared.case.compile else prepared.sites
+    sites = prepared.sites if prepared.case.runtime == EAGER else []
     return profile_step(
         prepared.step, prepared.device, sites, label=prepared.case.attention.label, warmup=warmup, steps=steps,
         trace=trace,
@@ -296,19 +298,22 @@ def point_of(case: CaseSpec) -> dict[str, object]:
     """The grid point of a case (everything but its backbone and attention)."""
     return {
         "batch_size": case.batch_size, "resolution": case.resolution, "dtype": case.dtype, "mode": case.mode,
-        "device": case.device, "channels_last": case.channels_last, "compile": case.compile,
+        "device": case.device, "channels_last": case.channels_last, "runtime": case.runtime,
     }
 
 
 @metric("profile")
 def profile_metric(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
     """attention_time_share on the device's clock; kernel_count is CUDA kernels per step on a GPU and
-    dispatched operators per step on the CPU, where no kernels are launched."""
+    dispatched operators per step on the CPU, where no kernels are launched (and where a deployment
+    runtime dispatches none, so its count stays empty)."""
     result = profile_prepared(prepared, warmup=max(1, context.timing.warmup))
+    case = prepared.case
+    counted = case.device.startswith("cuda") or runs_torch_ops(case)
     return MetricResult(
         {
-            "attention_time_share": None if prepared.case.compile else result.attention_share(),
-            "kernel_count": round(result.launches_per_step),
+            "attention_time_share": result.attention_share() if case.runtime == EAGER else None,
+            "kernel_count": round(result.launches_per_step) if counted else None,
             "attention_top_ops": result.attention_top_ops() or None,
         }
     )

@@ -22,6 +22,7 @@ from attnbench.measure.gpu_state import read_state, state_columns
 from attnbench.measure.prepared import Clock, PreparedCase, Step, compiled_graphs
 from attnbench.measure.stats import median_ci, paired_overhead, paired_ratios, per_round, summarize
 from attnbench.modules import BASELINE
+from attnbench.runtimes import uses_dynamo
 
 
 # --- timers ---------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ def time_group(prepared: dict[str, PreparedCase], timing: TimingSpec, clock: Clo
     flushed = group_flush(
         list(timers.values()), timing.l2_flush, [case.prepared.working_set_bytes for case in prepared.values()]
     )
-    compiles = any(case.case.compile for case in prepared.values())
+    compiles = any(uses_dynamo(case.case) for case in prepared.values())
     baseline = next((key for key, case in prepared.items() if case.case.attention.key == BASELINE
                      and case.case.attention.label == BASELINE), None)
     target = PrecisionTarget(timing.precision, baseline) if timing.precision else None
@@ -321,8 +322,7 @@ def latency_columns(
                 stats["precision_met"] = overhead.half_width <= precision
     elif precision:
         stats["precision_met"] = _relative_half_width(timings.latency_ms) <= precision
-    if prepared.case.compile:
-        stats["compile_s"] = prepared.prepared.compile_s
+    if uses_dynamo(prepared.case):
         stats["compile_graphs"] = prepared.prepared.graphs + timings.graphs
         stats["graph_breaks"] = prepared.prepared.graph_breaks + timings.graph_breaks
     return stats

@@ -64,8 +64,7 @@ def comparison_records(comparison: Comparison) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*CASE_KEY, "verdict"] if not rows else None)
     for column in ("batch_size", "resolution"):
         frame[column] = pd.to_numeric(frame[column])
-    for column in ("channels_last", "compile"):
-        frame[column] = frame[column] == "True"
+    frame["channels_last"] = frame["channels_last"] == "True"
     return frame
 
 

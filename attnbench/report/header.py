@@ -93,6 +93,8 @@ def measured_lines(run: RunView) -> list[str]:
         ("modes", cases["mode"].unique()),
         ("device", cases["device"].unique()),
     ]
+    if run.runtimes:
+        axes.append(("runtimes", cases["runtime"].unique()))
     grid = "; ".join(f"{name} {words(list(values))}" for name, values in axes)
     text = (
         f"**What was measured.** Metrics {words(suite.get('metrics', ['?']))} on {_counted(run)}: {grid}. "
@@ -107,13 +109,12 @@ def measured_lines(run: RunView) -> list[str]:
             f"{plural(timing.get('warmup'), 'warm-up call')}, within a budget of {timing.get('max_seconds')} s per case."
         )
     text += timing_sentence(run)
-    counted = [step for step, shown in (("train", run.trains), ("compiled", run.compiles)) if shown]
+    counted = ["training step (forward, backward, SGD)"] if run.trains else []
+    counted += [f"step as {words(run.runtimes)} run{'s' if len(run.runtimes) == 1 else ''} it"] if run.runtimes else []
     if counted and "complexity" in suite.get("metrics", []):
         text += (
             " MACs, FLOPs and bytes count one eval forward of the eager model, while latency times the "
-            + " and ".join({"train": "training step (forward, backward, SGD)", "compiled": "compiled step"}[c]
-                           for c in counted)
-            + ": compare their shares, not their absolute values."
+            + " and the ".join(counted) + ": compare their shares, not their absolute values."
         )
     return [text]
 

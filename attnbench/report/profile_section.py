@@ -143,6 +143,8 @@ def where_time_goes(run: RunView) -> str | None:
             "top attention operators": table["attention_top_ops"].fillna(""),
         }
     )
+    if table["runtime"].nunique() > 1:  # eager and inductor rows of one module
+        frame.insert(2, "runtime", table["runtime"])
     note = (
         "Launches are CUDA kernels per step on a GPU and dispatched operators per step on the CPU; time "
         "in attention is kernel time on a GPU and CPU time on the CPU, measured under torch.profiler."

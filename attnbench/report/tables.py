@@ -12,6 +12,7 @@ import pandas as pd
 from attnbench.modules import BASELINE
 from attnbench.registry import Registry
 from attnbench.results import CASE_KEY, SETTING, TABLE_SETTING
+from attnbench.runtimes import EAGER
 
 GROUP = list(SETTING)
 """Cases that differ only in their attention module; each is compared with the `none` case of its group."""
@@ -44,10 +45,12 @@ def as_flag(column: pd.Series) -> pd.Series:
 
 
 def normalized(cases: pd.DataFrame) -> pd.DataFrame:
-    """Boolean axes as booleans, so that runs without channels_last/compile group like runs with False."""
+    """Boolean axes as booleans and a missing runtime as eager, so that rows without channels_last or
+    runtime group like rows with their defaults."""
     cases = cases.copy()
-    for column in ("channels_last", "compile", "noisy"):
+    for column in ("channels_last", "noisy"):
         cases[column] = as_flag(cases[column])
+    cases["runtime"] = cases["runtime"].astype(object).fillna(EAGER) if "runtime" in cases else EAGER
     return cases
 
 
@@ -107,7 +110,7 @@ def groups(frame: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
 
 AXES = {
     "backbone": "backbone", "batch_size": "batch", "resolution": "res (px)", "dtype": "dtype", "mode": "mode",
-    "device": "device", "channels_last": "memory format", "compile": "compile",
+    "device": "device", "channels_last": "memory format", "runtime": "runtime",
 }
 """The grid's axes (a case's setting) and their headers in tables."""
 
@@ -118,11 +121,9 @@ def varying(frame: pd.DataFrame, columns: tuple[str, ...] = SETTING) -> list[str
 
 
 def axis_value(column: str, value: object) -> str:
-    """One axis value as a table cell: a memory format or compile flag says what it is, not True/False."""
+    """One axis value as a table cell: a memory format says what it is, not True/False."""
     if column == "channels_last":
         return "channels_last" if value is True or str(value) == "True" else "contiguous"
-    if column == "compile":
-        return "compiled" if value is True or str(value) == "True" else "eager"
     return str(value)
 
 
@@ -139,17 +140,21 @@ def constant_words(frame: pd.DataFrame, columns: tuple[str, ...] = SETTING) -> l
             words.append(f"{int(value)} px")
         elif column == "batch_size":
             words.append(f"batch {value}")
-        elif column in ("channels_last", "compile"):
-            if axis_value(column, value) in ("channels_last", "compiled"):
-                words.append("channels_last" if column == "channels_last" else "torch.compile")
+        elif column == "channels_last":
+            if axis_value(column, value) == "channels_last":
+                words.append("channels_last")
+        elif column == "runtime":
+            if value != EAGER:
+                words.append(str(value))
         else:
             words.append(str(value))
     return words
 
 
 def group_title(key: tuple) -> str:
-    backbone, resolution, dtype, mode, device, channels_last, compiled = key
-    extras = [name for name, on in (("channels_last", channels_last), ("torch.compile", compiled)) if on]
+    backbone, resolution, dtype, mode, device, channels_last, runtime = key
+    extras = ["channels_last"] if channels_last else []
+    extras += [runtime] if runtime != EAGER else []
     return ", ".join([f"{backbone} at {int(resolution)} px", dtype, mode, device, *extras])
 
 

@@ -14,6 +14,7 @@ from attnbench.accuracy import AccuracyRow, published_rows
 from attnbench.config import GateConfig
 from attnbench.report import missing, tables
 from attnbench.results import Run
+from attnbench.runtimes import EAGER
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,6 @@ class RunView:
         return bool((self.run.cases["mode"] == "train").any())
 
     @cached_property
-    def compiles(self) -> bool:
-        """Whether any case timed a compiled step."""
-        return bool(self.normalized["compile"].any())
+    def runtimes(self) -> list[str]:
+        """The runtimes other than eager whose steps cases timed, in the order the run has them."""
+        return [name for name in self.run.cases["runtime"].dropna().unique() if name != EAGER]

@@ -21,6 +21,7 @@ from attnbench.results.validate import BadLine, checked_lines
 
 TEXT_COLUMNS = {
     "case_id": str, "error": str, "options": str, "placement": str, "host": str, "device_name": str, "worker": str,
+    "runtime": str, "runtime_settings": str,
 }
 PROCESS_GONE = "interrupted (process gone)"
 """The status of a run whose meta.json says `running` while no process holds its lock: it was killed."""
@@ -99,7 +100,8 @@ def read_run(path: Path, repair: bool = False) -> Run:
     cases = read(path / CASES_FILE, REQUIRED_CASE_COLUMNS, CASE_COLUMNS)
     cases[["options", "placement"]] = cases[["options", "placement"]].fillna("")  # `none` has neither
     if version < SCHEMA_VERSION:
-        cases = migrate_cases(cases, version)
+        cases = migrate_cases(cases, version) if version < 2 else cases
+        cases = runtime_from_compile(cases)
         meta = {**meta, "migrated_from": version}
     samples = read(path / SAMPLES_FILE, ["case_id", "repeat", "latency_ms"], SAMPLE_COLUMNS)
     sites_path = path / SITES_FILE
@@ -200,6 +202,18 @@ def migrate_cases(cases: pd.DataFrame, version: int) -> pd.DataFrame:
             continue
         cases.loc[index, ["options", "placement"]] = [format_options(resolved.items()), placement]
     return cases
+
+
+def runtime_from_compile(cases: pd.DataFrame) -> pd.DataFrame:
+    """Schema 2 -> 3: the key's `compile` (true: torch.compile with the suite's backend) becomes `runtime`
+    (inductor, else eager) and `compile_s` becomes `runtime_build_s`."""
+    cases = cases.copy()
+    compiled = cases["compile"].map(lambda flag: str(flag).strip().lower() in ("true", "1", "1.0")) \
+        if "compile" in cases else pd.Series(False, index=cases.index)
+    cases["runtime"] = compiled.map({True: "inductor", False: KEY_DEFAULTS["runtime"]})
+    if "compile_s" in cases:
+        cases["runtime_build_s"] = cases["compile_s"]
+    return cases.drop(columns=[c for c in ("compile", "compile_s") if c in cases])
 
 
 def _read_csv(

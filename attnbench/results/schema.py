@@ -16,10 +16,12 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SCHEMA_VERSION = 2
-"""2: `options` holds the resolved options and `placement` the resolved placement (1: as the suite gave
-them); compile_graphs, graph_breaks, counted, the paired overhead columns and samples' `round` added.
-Version 1 runs are migrated on read."""
+SCHEMA_VERSION = 3
+"""3: the key's `runtime` (eager, inductor, onnxruntime, ...) replaces `compile` (true: inductor), and
+`runtime_build_s` replaces `compile_s`; the runtime columns (differences from eager, graph nodes,
+settings) added. 2: `options` holds the resolved options and `placement` the resolved placement (1: as
+the suite gave them); compile_graphs, graph_breaks, counted, the paired overhead columns and samples'
+`round` added. Older runs are migrated on read."""
 META_FILE, CASES_FILE, SAMPLES_FILE = "meta.json", "cases.csv", "samples.csv"
 SITES_FILE = "attention_sites.csv"
 
@@ -34,14 +36,14 @@ CASE_KEY = (
     "mode",
     "device",
     "channels_last",
-    "compile",
+    "runtime",
 )
 SETTING = tuple(column for column in CASE_KEY if column not in ATTENTION_IDENTITY)
 """A comparison group: cases that differ only in their attention entry. Each module's overhead is taken
 over the `none` case of its setting, and such cases are timed together."""
 TABLE_SETTING = tuple(column for column in SETTING if column != "batch_size")
 """What one report table covers: a setting over all its batch sizes."""
-KEY_DEFAULTS = {"channels_last": False, "compile": False, "options": "", "placement": ""}
+KEY_DEFAULTS = {"channels_last": False, "runtime": "eager", "options": "", "placement": ""}
 """Key columns that older runs may lack, and the value they had there."""
 
 CASE_COLUMNS = [
@@ -83,7 +85,6 @@ CASE_COLUMNS = [
     "graph_ms_median",
     "launch_overhead_ms",
     "graph_error",
-    "compile_s",
     "compile_graphs",
     "graph_breaks",
     "achieved_bandwidth_gbs",
@@ -95,6 +96,13 @@ CASE_COLUMNS = [
     "gpu_power_w_end",
     "throttle_reasons",
     "throttled",
+    # the runtime (attnbench.runtimes): what it built, and its output against eager's
+    "runtime_build_s",
+    "max_abs_diff",
+    "max_rel_diff",
+    "graph_nodes",
+    "optimized_nodes",
+    "runtime_settings",
     # memory
     "peak_mem_mib",
     "peak_mem_reserved_mib",
@@ -134,7 +142,7 @@ INTEGER_COLUMNS = frozenset({
     "batch_size", "resolution", "params", "params_attention", "macs", "flops", "bytes_min", "bytes_eager",
     "macs_attention", "flops_attention", "bytes_min_attention", "bytes_eager_attention", "repeats",
     "compile_graphs", "graph_breaks", "kernel_count", "repeat", "round", "channels", "sites", "formula_params",
-    "counted_params", "sm_clock_mhz_start", "sm_clock_mhz_end",
+    "counted_params", "sm_clock_mhz_start", "sm_clock_mhz_end", "graph_nodes", "optimized_nodes",
 })
 NUMBER_COLUMNS = frozenset({
     "arithmetic_intensity", "latency_ms_median", "latency_ms_iqr", "latency_ms_p10", "latency_ms_p90",
@@ -142,7 +150,7 @@ NUMBER_COLUMNS = frozenset({
     "achieved_bandwidth_gbs", "bandwidth_fraction", "peak_mem_mib", "peak_mem_reserved_mib",
     "module_latency_ms_median", "attention_time_share", "duration_s", "latency_ms", "wall_ms",
     "latency_overhead_pct", "latency_overhead_ci_low_pct", "latency_overhead_ci_high_pct", "graph_ms_median",
-    "launch_overhead_ms", "gpu_temp_c_end", "gpu_power_w_end",
+    "launch_overhead_ms", "gpu_temp_c_end", "gpu_power_w_end", "runtime_build_s", "max_abs_diff", "max_rel_diff",
 })
 FLAG_COLUMNS = frozenset({
     "channels_last", "compile", "formula_ok", "noisy", "l2_flush", "ok", "precision_met", "throttled",
@@ -194,8 +202,13 @@ def case_id(key: Mapping[str, Any]) -> str:
 
 
 def key_path(key: Mapping[str, Any]) -> str:
-    """`backbone/attention/batch/resolution/dtype/mode/device[/channels_last][/compile]`: the case's name in
-    gate patterns and tables. The options and placement stay out: the label already names what differs."""
+    """`backbone/attention/batch/resolution/dtype/mode/device[/channels_last][/runtime]`: the case's name in
+    gate patterns and tables (the runtime when it is not eager). The options and placement stay out: the
+    label already names what differs."""
     parts = [key_value(key.get(c)) for c in ("backbone", "attention", "batch_size", "resolution", "dtype", "mode", "device")]
-    parts += [name for name in ("channels_last", "compile") if key_value(key.get(name)) == "True"]
+    if key_value(key.get("channels_last")) == "True":
+        parts.append("channels_last")
+    runtime = key_value(key.get("runtime"))
+    if runtime not in ("", KEY_DEFAULTS["runtime"]):
+        parts.append(runtime)
     return "/".join(parts)
