@@ -94,16 +94,20 @@ def _list_suites(project: ProjectConfig) -> FittedTable:
     return table
 
 
-def _list_runtimes(project: ProjectConfig) -> Table:
+def _list_runtimes(project: ProjectConfig) -> FittedTable:
     from attnbench.runtimes import RUNTIMES
     from attnbench.runtimes.base import DEPLOY_EXTRA
 
-    table = Table("runtime", "what runs the model", "devices: dtypes", "modes", "installed", show_lines=True)
+    table = FittedTable([
+        Column("runtime"), Column("what runs the model", "text", priority=3, min_width=16),
+        Column("devices: dtypes", "text", min_width=14), Column("modes", priority=2),
+        Column("installed", "text", priority=1, min_width=10),
+    ])
     for name, spec in RUNTIMES.items():
         devices = "\n".join(f"{device}: {', '.join(dtypes)}" for device, dtypes in spec.dtypes.items())
         missing = spec.missing()
         installed = f"no: {DEPLOY_EXTRA if spec.extra else spec.install}" if missing else "yes"
-        table.add_row(name, spec.description, devices, ", ".join(spec.modes), installed)
+        table.add_row(name, spec.description, devices, ", ".join(spec.modes), installed, end_section=True)
     return table
 
 
