@@ -149,7 +149,7 @@ def test_list_runtimes_and_suites_that_need_a_missing_extra(project_dir, monkeyp
     monkeypatch.setitem(RUNTIMES._entries, "onnxruntime", dataclasses.replace(spec, requires=("no_ort_x",)))
     assert main(["list", "suites"]) == 0
     listed = " ".join(capsys.readouterr().out.split())
-    assert "tiny" in listed and "cannot load here" in listed
+    assert "tiny" in listed and "cannot be loaded" in listed
     assert main(["run", "--suite", "ort"]) == 2
     assert "pip install -e '.[deploy]'" in " ".join(capsys.readouterr().err.split())
 
