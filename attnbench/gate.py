@@ -275,22 +275,7 @@ def compare_runs(
     Runs of different suites are refused unless `across_suites` (then it is the first warning), and a run
     is never compared with itself: it would always pass.
     """
-    if metric not in SAMPLE_METRICS:
-        raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
-    environment = environment_warnings(baseline, current)
-    if environment and strict_env:
-        raise GateError(f"{environment[0]} (--strict-env); rerun the baseline on this environment")
-    for role, run in (("baseline", baseline), ("current", current)):
-        if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
-            raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
-    if baseline.run_id == current.run_id:
-        raise GateError(
-            f"the baseline and the current run are the same run {current.run_id}; compare a run with an earlier one"
-        )
-    mismatch = suite_mismatch(baseline, current)
-    if mismatch and not across_suites:
-        raise GateError(f"{mismatch}; compare runs of one suite, or pass --force to compare their common cases")
-    warnings = [*([mismatch] if mismatch else []), *baseline.warnings, *current.warnings, *environment]
+    warnings = _comparable(baseline, current, metric, strict_env, across_suites)
     before, after = _keyed(baseline), _keyed(current)
     references = (_baselines(baseline), _baselines(current))
     if not set(before) & set(after):
@@ -320,6 +305,26 @@ def compare_runs(
         )
     label = metric if absolute else f"{metric} relative to {BASELINE}"
     return Comparison(baseline, current, label, tuple(cases), tuple(warnings))
+
+
+def _comparable(baseline: Run, current: Run, metric: str, strict_env: bool, across_suites: bool) -> list[str]:
+    """Refuses two runs that cannot be compared (GateError); returns the warnings of those that can."""
+    if metric not in SAMPLE_METRICS:
+        raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
+    environment = environment_warnings(baseline, current)
+    if environment and strict_env:
+        raise GateError(f"{environment[0]} (--strict-env); rerun the baseline on this environment")
+    for role, run in (("baseline", baseline), ("current", current)):
+        if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
+            raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
+    if baseline.run_id == current.run_id:
+        raise GateError(
+            f"the baseline and the current run are the same run {current.run_id}; compare a run with an earlier one"
+        )
+    mismatch = suite_mismatch(baseline, current)
+    if mismatch and not across_suites:
+        raise GateError(f"{mismatch}; compare runs of one suite, or pass --force to compare their common cases")
+    return [*([mismatch] if mismatch else []), *baseline.warnings, *current.warnings, *environment]
 
 
 def _finished(row: pd.Series | None) -> bool:

@@ -285,3 +285,18 @@ def test_macs_agree_with_fvcore(key: str):
     fvcore_macs = sum(count for op, count in by_operator.items() if op in FVCORE_MAC_OPERATORS)
     ours = count_complexity(built.model, built.sites, (3, 64, 64)).at_one["macs"]
     assert ours == fvcore_macs
+
+
+@pytest.mark.parametrize("key", sorted(ATTENTION))
+def test_counts_on_real_tensors_equal_the_counts_on_fake_ones(key):
+    built = build_model("resnet50" if key == "sk" else "resnet18", key)  # SK replaces a Bottleneck's conv
+    real = count_complexity(built.model, built.sites, (3, 32, 32), fake=False)
+    fake = count_complexity(built.model, built.sites, (3, 32, 32), fake=True)
+    assert (real.at_one, real.at_two, real.uncounted) == (fake.at_one, fake.at_two, fake.uncounted)
+
+
+def test_large_images_and_float16_on_the_cpu_are_counted_on_fake_tensors():
+    model = nn.Conv2d(3, 4, 3)
+    assert complexity_module.counts_on_real_tensors(model, (3, 224, 224), complexity_module.Precision())
+    assert not complexity_module.counts_on_real_tensors(model, (3, 512, 512), complexity_module.Precision())
+    assert not complexity_module.counts_on_real_tensors(model.half(), (3, 64, 64), complexity_module.Precision(torch.float16))

@@ -152,6 +152,19 @@ def test_bad_project_config(tmp_path):
         load_project(path)
 
 
+@pytest.mark.parametrize(("cores", "expected"), [({0}, 1), ({0, 1}, 1), (set(range(16)), 15)])
+def test_threads_auto_leaves_one_core_to_the_rest_of_the_machine(tmp_path, monkeypatch, cores, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cores)
+    assert load_project(write(tmp_path / "attnbench.toml", 'threads = "auto"\n')).threads == expected
+    assert load_project(write(tmp_path / "attnbench.toml", 'results_dir = "r"\n')).threads == expected  # the default
+
+
+@pytest.mark.parametrize("value", ['"many"', "1.5", "true"])
+def test_threads_that_are_neither_a_count_nor_auto(tmp_path, value):
+    with pytest.raises(ConfigError, match=r'threads: expected an integer >= 1 or "auto"'):
+        load_project(write(tmp_path / "attnbench.toml", f"threads = {value}\n"))
+
+
 def test_fingerprint_changes_with_content(project):
     data = {"grid": {"backbones": ["resnet18"], "attention": ["none"], "batch_sizes": [1], "resolutions": [32]}}
     first = parse_suite(data, "x.toml", project)

@@ -318,6 +318,7 @@ def test_the_report_warns_where_a_comparison_crosses_devices(project, tmp_path):
         (["run", "--resume", "x", "--shard", "1/2"], "--shard goes with --suite"),
         (["run", "--suite", "tiny", "--executor", "slurm", "--workers", "2"], "array_parallelism"),
         (["run", "--suite", "tiny", "--threads", "0"], "--threads 0: must be >= 1"),
+        (["run", "--suite", "tiny", "--threads", "all"], '--threads all: expected an integer >= 1 or "auto"'),
     ],
 )
 def test_executor_arguments_that_do_not_fit_are_one_line_errors(project_dir, monkeypatch, capsys, args, message):

@@ -6,7 +6,8 @@ import argparse
 from dataclasses import replace
 
 from attnbench.config import ProjectConfig
-from attnbench.errors import UsageError
+from attnbench.config.project import parse_threads
+from attnbench.errors import ConfigError, UsageError
 from attnbench.executors import EXECUTORS, ExecutorChoice
 from attnbench.schedule import Shard
 
@@ -27,7 +28,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only the I-th of N deterministic parts of the grid (whole comparison groups), into its own "
         "run directory; `attnbench merge` joins the parts",
     )
-    parser.add_argument("--threads", type=int, help="torch threads per process or worker (default: attnbench.toml's)")
+    parser.add_argument(
+        "--threads", metavar="N|auto",
+        help="torch threads per process or worker; auto = usable cores - 1 (default: attnbench.toml's)",
+    )
 
 
 def executor_choice(args: argparse.Namespace) -> ExecutorChoice | None:
@@ -65,6 +69,7 @@ def shard_of(args: argparse.Namespace) -> Shard | None:
 def with_threads(args: argparse.Namespace, project: ProjectConfig) -> ProjectConfig:
     if args.threads is None:
         return project
-    if args.threads < 1:
-        raise UsageError(f"--threads {args.threads}: must be >= 1")
-    return replace(project, threads=args.threads)
+    try:
+        return replace(project, threads=parse_threads(args.threads, f"--threads {args.threads}"))
+    except ConfigError as error:
+        raise UsageError(str(error)) from None

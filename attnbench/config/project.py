@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -15,6 +16,34 @@ from attnbench.errors import ConfigError
 from attnbench.registry import unknown_name_message
 
 CONFIG_FILENAME = "attnbench.toml"
+
+
+def available_cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity, which a container or `taskset` narrows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def auto_threads() -> int:
+    """`threads = "auto"`: one core fewer than this process may use, at least one. With a thread on every
+    core, any other process (a shell, an editor, a CI agent) stalls one of them and the others wait for it
+    at the next barrier; the spare core takes those interruptions (measured in the README's "Timing
+    methodology")."""
+    return max(1, len(available_cores()) - 1)
+
+
+def parse_threads(value: Any, where: str) -> int:
+    """A thread count from a config file or the command line: an integer >= 1 or "auto"."""
+    if value == "auto":
+        return auto_threads()
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer >= 1 or \"auto\", got {value!r}")
+    if value < 1:
+        raise ConfigError(f"{where}: must be >= 1, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -120,6 +149,8 @@ class ProjectConfig:
     suites_dir: Path
     device: str = "auto"
     threads: int | None = None
+    """torch threads of every process that times; None leaves torch's default (attnbench.toml's default is
+    "auto", resolved by auto_threads)."""
     timing: TimingSpec = TimingSpec()
     gate: GateConfig = GateConfig()
     plugins: tuple[str, ...] = ()
@@ -280,7 +311,7 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         path = find_config()
     if path is None:
         root = Path.cwd()
-        return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites")
+        return ProjectConfig(root=root, results_dir=root / "results", suites_dir=root / "suites", threads=auto_threads())
     path = Path(path)
     data = read_toml(path)
     section = Section(
@@ -288,9 +319,7 @@ def load_project(path: Path | None = None) -> ProjectConfig:
         ("results_dir", "suites_dir", "device", "threads", "timing", "gate", "plugins", "accuracy_csv", "executor"),
     )
     root = path.resolve().parent
-    threads = section.get("threads", int, None)
-    if threads is not None and threads < 1:
-        raise ConfigError(f"{path}: threads: must be >= 1, got {threads}")
+    threads = parse_threads(section.data.get("threads", "auto"), section.where("threads"))
     plugins = section.list_of("plugins", str, ())
     accuracy_csv = section.get("accuracy_csv", str, None)
     # Before any suite is parsed: suites may name the modules that plugins register.

@@ -248,6 +248,35 @@ def _entry_to_table(entry: AttentionEntry) -> dict[str, Any]:
     return table
 
 
+def _narrow_backbones(
+    suite: SuiteSpec, grid: GridSpec, backbones: list[str], attention: list[str] | None
+) -> GridSpec:
+    """The grid narrowed to `backbones`, each entry kept where it still runs."""
+    unknown = [b for b in backbones if b not in grid.backbones]
+    if unknown:
+        raise ConfigError(
+            f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.backbones)}"
+        )
+    kept = tuple(b for b in grid.backbones if b in backbones)
+    for name in attention or ():
+        picked = [e for e in grid.attention if name in (e.label, e.key)]
+        if not any(e.applies_to_any(kept) for e in picked):
+            raise ConfigError(
+                f"--attention {name!r} runs in none of --backbone {', '.join(kept)}; "
+                f"it runs in: {', '.join(picked[0].backbones)}"
+            )
+    # An entry narrowed to some backbones keeps those still in the grid, so that the narrowed suite,
+    # stored in meta.json, parses again on --resume; one left with none goes.
+    entries = tuple(
+        replace(e, backbones=tuple(b for b in e.backbones if b in kept)) if e.backbones else e
+        for e in grid.attention
+        if e.applies_to_any(kept)
+    )
+    if not entries:
+        raise ConfigError(f"no attention entry of suite {suite.name!r} runs in --backbone {', '.join(kept)}")
+    return replace(grid, backbones=kept, attention=entries)
+
+
 def filter_suite(
     suite: SuiteSpec,
     backbones: list[str] | None = None,
@@ -278,29 +307,7 @@ def filter_suite(
         # A key picks every entry of that module (`se`: `se` and `se-bias`), a label that entry alone.
         grid = replace(grid, attention=tuple(e for e in grid.attention if e.label in attention or e.key in attention))
     if backbones:
-        unknown = [b for b in backbones if b not in grid.backbones]
-        if unknown:
-            raise ConfigError(
-                f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.backbones)}"
-            )
-        kept = tuple(b for b in grid.backbones if b in backbones)
-        for name in attention or ():
-            picked = [e for e in grid.attention if name in (e.label, e.key)]
-            if not any(e.applies_to_any(kept) for e in picked):
-                raise ConfigError(
-                    f"--attention {name!r} runs in none of --backbone {', '.join(kept)}; "
-                    f"it runs in: {', '.join(picked[0].backbones)}"
-                )
-        # An entry narrowed to some backbones keeps those still in the grid, so that the narrowed suite,
-        # stored in meta.json, parses again on --resume; one left with none goes.
-        entries = tuple(
-            replace(e, backbones=tuple(b for b in e.backbones if b in kept)) if e.backbones else e
-            for e in grid.attention
-            if e.applies_to_any(kept)
-        )
-        if not entries:
-            raise ConfigError(f"no attention entry of suite {suite.name!r} runs in --backbone {', '.join(kept)}")
-        grid = replace(grid, backbones=kept, attention=entries)
+        grid = _narrow_backbones(suite, grid, backbones, attention)
     if device:
         if device not in DEVICES:
             raise ConfigError(f"--device {device!r} is not accepted; accepted: {', '.join(DEVICES)}")

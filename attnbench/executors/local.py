@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from attnbench.config import SuiteSpec
+from attnbench.config.project import available_cores
 from attnbench.errors import DeviceError
 from attnbench.executors.base import GroupOutcome, InProcess, Waiting, where_ran
 from attnbench.executors.isolated import WORKER_START_GRACE_S, crash_message, defining_modules
@@ -57,12 +58,6 @@ class Pin:
     def as_meta(self) -> dict[str, Any]:
         return {"worker": self.worker, "threads": self.threads, "cuda_visible_devices": self.cuda_visible,
                 "cores": list(self.cores) if self.cores else None}
-
-
-def available_cores() -> list[int]:
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
 
 
 def plan_pins(device: torch.device, workers: int | None, threads: int | None) -> list[Pin]:

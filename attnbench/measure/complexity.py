@@ -215,16 +215,32 @@ def attention_scopes(model: nn.Module, sites: list[Site]) -> set[str]:
 
 
 def _count_pass(
-    model: nn.Module, scopes: set[str], shape: tuple[int, ...], precision: Precision, mode: FakeTensorMode
+    model: nn.Module, scopes: set[str], shape: tuple[int, ...], precision: Precision,
+    mode: contextlib.AbstractContextManager,
 ) -> tuple[dict[str, int], Counter[str]]:
     tensors = itertools.chain(model.parameters(), model.buffers())
     device = next(tensors, torch.empty(0)).device
     with torch.no_grad(), mode:
-        inputs = torch.empty(shape, device=device, dtype=precision.input_dtype)
+        inputs = torch.randn(shape, device=device, dtype=precision.input_dtype)
         with precision.autocast(device), OpCounter(scopes) as counter:
             output = model(inputs)
         outputs = {counter.access(t).storage for t in tree_leaves(output) if isinstance(t, torch.Tensor)}
     return tally(counter.records, outputs), counter.uncounted
+
+
+REAL_COUNT_MAX_PIXELS = 256 * 256
+"""Up to this image size the counting forwards run on real tensors: 3-5x faster than fake ones (measured:
+resnet50 at 64 px 0.15 s against 0.42 s), and the activations the counter keeps alive at batch 2 stay
+within a few hundred MB. Larger images are counted on fake tensors, which hold no memory."""
+
+
+def counts_on_real_tensors(model: nn.Module, image_shape: tuple[int, ...], precision: Precision) -> bool:
+    """Whether a real forward is cheap here: a small image, and kernels for the dtype on the model's device
+    (the CPU has few float16 ones)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    on_cpu = first is None or first.device.type == "cpu"
+    float16 = precision.dtype == torch.float16 or (first is not None and first.dtype == torch.float16)
+    return math.prod(image_shape[1:]) <= REAL_COUNT_MAX_PIXELS and not (on_cpu and float16)
 
 
 @dataclass(frozen=True)
@@ -246,18 +262,21 @@ class Precision:
 
 
 def count_complexity(
-    model: nn.Module, sites: list[Site], image_shape: tuple[int, ...], precision: Precision = Precision()
+    model: nn.Module, sites: list[Site], image_shape: tuple[int, ...], precision: Precision = Precision(),
+    fake: bool | None = None,
 ) -> Complexity:
     """Counts inference forwards of `model` (in eval mode, as it runs: its own dtype, under autocast when
     `precision` says so) on batches of one and two `image_shape` inputs; every tensor is counted at the
-    size of its elements.
-
-    Both passes share one fake-tensor mode, so the parameters are converted to fake tensors once.
+    size of its elements. The counts do not depend on the values: `fake` (default: counts_on_real_tensors
+    decides) runs the forwards on fake tensors, which allocate nothing; both passes then share one fake-tensor
+    mode, so the parameters are converted once.
     """
     was_training = model.training
     model.eval()
     scopes = attention_scopes(model, sites)
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    if fake is None:
+        fake = not counts_on_real_tensors(model, image_shape, precision)
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     try:
         at_one, uncounted = _count_pass(model, scopes, (1, *image_shape), precision, mode)
         at_two, _ = _count_pass(model, scopes, (2, *image_shape), precision, mode)
