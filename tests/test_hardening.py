@@ -440,6 +440,13 @@ def test_max_case_seconds_must_leave_time_to_time_a_case(project, tmp_path: Path
         load_suite(str(write(tmp_path / "t.toml", text)), project)
 
 
+@pytest.mark.parametrize("value, error", [("-0.5", "must be >= 0, got -0.5"), ('"long"', "expected float, got 'long'")])
+def test_warmup_seconds_is_a_duration(project, tmp_path: Path, value: str, error: str):
+    text = TINY_SUITE.replace("max_seconds = 0.05", f"max_seconds = 0.05\nwarmup_seconds = {value}")
+    with pytest.raises(ConfigError, match=f"timing.warmup_seconds: {error}"):
+        load_suite(str(write(tmp_path / "t.toml", text)), project)
+
+
 def test_run_errors_start_with_the_error_not_a_blank_line(project_dir: Path):
     result = subprocess.run(
         [sys.executable, "-m", "attnbench", "run", "--suite", "tiny", "--attention", "cbam"],

@@ -8,8 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from attnbench.config import CaseSpec, attention_entry
+from attnbench.backbones import BuiltModel
+from attnbench.config import CaseSpec, TimingSpec, attention_entry
+from attnbench.measure import METRICS, MeasureContext
 from attnbench.measure.memory import MEMORY_PROBES, StorageTracker
+from attnbench.measure.prepared import PreparedCase, PreparedStep
 
 MIB = 2**20
 
@@ -55,6 +58,19 @@ def test_backward_memory_is_seen() -> None:
         layer(x).sum().backward()
     output = 64 * 256 * 4
     assert tracker.peak_bytes >= output + 256 * 256 * 4  # the activation and the weight gradient
+
+
+def test_a_step_that_timing_warmed_up_runs_once_for_its_memory() -> None:
+    case = CaseSpec("resnet18", attention_entry("none"), 1, 32, "float32", "eval", "cpu")
+    calls = []
+    built = BuiltModel(nn.Identity(), [])
+    prepared = PreparedCase(case, built, torch.device("cpu"), (), PreparedStep(lambda: calls.append(floats(1)), None, 0))
+    context = MeasureContext(TimingSpec(), torch.device("cpu"))
+    cold = METRICS.get("memory")(prepared, context)
+    prepared.prepared.warm = True
+    warm = METRICS.get("memory")(prepared, context)
+    assert len(calls) == 2 + 1  # an untimed first call only while cold
+    assert cold.columns["peak_mem_mib"] == warm.columns["peak_mem_mib"] == 1
 
 
 def test_cpu_probe_leaves_compiled_cases_unmeasured() -> None:

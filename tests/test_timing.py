@@ -75,9 +75,18 @@ def test_max_repeats_caps_a_fast_step() -> None:
 
 
 def test_warmup_is_neither_sampled_nor_charged_to_the_budget() -> None:
-    samples, step = repeats([50.0, 50.0, 0.25], warmup=2, min_repeats=1, max_repeats=100, max_seconds=1.0)
+    samples, step = repeats(
+        [50.0, 50.0, 0.25], warmup=2, warmup_seconds=1000.0, min_repeats=1, max_repeats=100, max_seconds=1.0
+    )
     assert samples == [250.0] * 4
     assert step.calls == 2 + 4
+
+
+def test_warmup_of_a_slow_step_ends_after_its_first_call() -> None:
+    _, slow = repeats([0.5], warmup=3, warmup_seconds=0.25, min_repeats=2, max_repeats=2)
+    _, fast = repeats([0.05], warmup=3, warmup_seconds=0.25, min_repeats=2, max_repeats=2)
+    _, unwarmed = repeats([0.5], warmup=0, warmup_seconds=0.25, min_repeats=2, max_repeats=2)
+    assert (slow.calls, fast.calls, unwarmed.calls) == (1 + 2, 3 + 2, 0 + 2)
 
 
 def test_device_warmup_floor_applies_when_the_suite_asks_for_none() -> None:

@@ -165,6 +165,7 @@ def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -
     section = Section(data, source, prefix, (*TimingSpec.__dataclass_fields__, "rounds"))
     timing = TimingSpec(
         warmup=section.positive_int("warmup", base.warmup, minimum=0),
+        warmup_seconds=section.get("warmup_seconds", float, base.warmup_seconds),
         min_repeats=section.positive_int("min_repeats", base.min_repeats),
         max_repeats=section.positive_int("max_repeats", base.max_repeats),
         max_seconds=section.get("max_seconds", float, base.max_seconds),
@@ -190,6 +191,8 @@ def parse_timing(data: Any, source: Path | str, prefix: str, base: TimingSpec) -
         value = getattr(timing, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{source}: {prefix}.{key}: must be > 0, got {value}")
+    if timing.warmup_seconds < 0:
+        raise ConfigError(f"{source}: {prefix}.warmup_seconds: must be >= 0, got {timing.warmup_seconds}")
     if timing.max_case_seconds is not None and timing.max_case_seconds <= timing.max_seconds:
         # A case times for max_seconds after its warm-up, so within this limit it could never finish.
         raise ConfigError(

@@ -23,6 +23,9 @@ class TimingSpec:
     """How long and how often each case is timed."""
 
     warmup: int = 3
+    warmup_seconds: float = 0.25
+    """Warm-up ends early, after its first call, once it has taken this long: on the CPU a step's first call
+    already runs at its steady speed, so the further warm-up calls of a slow step only cost time."""
     min_repeats: int = 10
     max_repeats: int = 1000
     max_seconds: float = 1.0

@@ -1,8 +1,8 @@
 """Peak memory of one step: the CUDA caching allocator's statistics, or a tracker of live storages on the CPU.
 
 Both measure what one step allocates on top of what exists before it (weights, the input batch):
-activations, gradients, workspaces. The step runs once untimed first, so that lazy initialisation,
-cuDNN's algorithm search and compilation are not counted.
+activations, gradients, workspaces. A step that has not run yet (no timing before) runs once untimed
+first, so that lazy initialisation, cuDNN's algorithm search and compilation are not counted.
 """
 
 from __future__ import annotations
@@ -87,10 +87,11 @@ def cuda_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
 def cpu_peak(step: Step, case: CaseSpec, device: torch.device) -> MemoryPeak:
     """Peak of live storages created during one step. A compiled model under a dispatch mode would
     run eagerly, and a deployment runtime allocates outside PyTorch, so only eager CPU cases are measured:
-    the others are left empty rather than measured wrongly."""
+    the others are left empty rather than measured wrongly. No garbage collection first (a full one costs
+    a quarter of a second here): only storages created inside the tracker count, so garbage left by earlier
+    steps cannot change the peak."""
     if case.runtime != EAGER:
         return MemoryPeak(None)
-    gc.collect()
     with StorageTracker() as tracker:
         step()
     return MemoryPeak(tracker.peak_bytes)
@@ -109,7 +110,8 @@ def memory(prepared: PreparedCase, context: MeasureContext) -> MetricResult:
     neither PyTorch's CUDA statistics nor the CPU probe see: its cases are left empty."""
     if not runs_torch_ops(prepared.case):
         return MetricResult({"peak_mem_mib": None, "peak_mem_reserved_mib": None})
-    prepared.step()  # untimed first call: lazy init, algorithm search
+    if not prepared.prepared.warm:
+        prepared.step()  # untimed first call: lazy init, algorithm search
     peak = MEMORY_PROBES[context.device.type](prepared.step, prepared.case, context.device)
     return MetricResult(
         {"peak_mem_mib": mib(peak.peak_bytes), "peak_mem_reserved_mib": mib(peak.reserved_bytes)}

@@ -134,6 +134,9 @@ class PreparedStep:
     graphs: int = 0
     graph_breaks: int = 0
     """Graphs dynamo compiled and graph breaks it met while preparing (the compiling first call)."""
+    warm: bool = False
+    """The step has run since it was built (a compiling first call, timing's warm-up): lazy initialisation
+    and algorithm search are behind it."""
 
 
 def prepare_step(
@@ -168,7 +171,7 @@ def prepare_step(
     if built.compiles_on_first_call:
         step()
     synchronize(device)
-    prepared = PreparedStep(step, optimizer, working_set)
+    prepared = PreparedStep(step, optimizer, working_set, warm=built.compiles_on_first_call)
     if runtime.name != EAGER:
         prepared.runtime["runtime_build_s"] = clock() - start
     if runtime.dynamo:

@@ -166,14 +166,24 @@ def booked(timings: Timings, clock: Clock, probe: Probe | None) -> Iterator[None
             timings.graph_breaks += breaks - before[1]
 
 
+def warm_up(step: Step, timing: TimingSpec, timer: Timer, clock: Clock) -> None:
+    """`warmup` untimed calls (at least the timer's minimum), ending early once they have taken
+    warmup_seconds: a slow step is warm after its first call (on CUDA, where calls return before the
+    device is done, the count decides)."""
+    calls, start = max(timing.warmup, timer.min_warmup), clock()
+    for done in range(calls):
+        if done >= max(1, timer.min_warmup) and clock() - start >= timing.warmup_seconds:
+            break
+        step()
+    timer.synchronize()
+
+
 def adaptive_repeats(step: Step, timing: TimingSpec, timer: Timer, clock: Clock, probe: Probe | None = None) -> Timings:
     """Warm-up, then at least min_repeats, then more until max_seconds (wall, from after warm-up,
     harness work included) or max_repeats is reached."""
     timings = Timings()
     with booked(timings, clock, probe):
-        for _ in range(max(timing.warmup, timer.min_warmup)):
-            step()
-        timer.synchronize()
+        warm_up(step, timing, timer, clock)
         budget_start = clock()
         while len(timings.latency_ms) < timing.max_repeats:
             if len(timings.latency_ms) >= timing.min_repeats and clock() - budget_start >= timing.max_seconds:
@@ -228,9 +238,7 @@ def paired_rounds(
     timings = {key: Timings() for key in steps}
     for key, step in steps.items():
         with booked(timings[key], clock, probe):
-            for _ in range(max(timing.warmup, timers[key].min_warmup)):
-                step()
-            timers[key].synchronize()
+            warm_up(step, timing, timers[key], clock)
     rng = np.random.default_rng(seed)
     keys = list(steps)
     cap = timing.max_seconds * len(steps)
@@ -294,6 +302,8 @@ def time_group(prepared: dict[str, PreparedCase], timing: TimingSpec, clock: Clo
     device = next(iter(prepared.values())).device
     before = read_state(device)
     timings = paired_rounds(steps, timing, timers, clock, seed, target, compiled_graphs if compiles else None)
+    for case in prepared.values():
+        case.prepared.warm = True
     return GroupTimings(timings, flushed, baseline, state_columns(before, read_state(device)))
 
 
