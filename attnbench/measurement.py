@@ -269,6 +269,7 @@ def latency(
     channels_last: bool = False,
     runtime: str = EAGER,
     warmup: int = 3,
+    warmup_seconds: float = 0.25,
     min_repeats: int = 10,
     max_repeats: int = 1000,
     max_seconds: float = 1.0,
@@ -279,9 +280,10 @@ def latency(
     A model is timed as a copy moved to `device`, `dtype` (float16/bfloat16 under autocast) and memory
     format, in `mode`: `eval` is a forward under inference mode, `train` a forward, backward and SGD step.
     With `baseline`, both are timed in alternation, in rounds of random order, and the measurement's
-    `overhead` comes from the per-round ratios. Timing takes `warmup` calls, then at least `min_repeats`
-    rounds, until `max_seconds` per model or `max_repeats` rounds, or until the 95% interval of the
-    overhead (of the median, without a baseline) is within ±`precision` points.
+    `overhead` comes from the per-round ratios. Timing takes `warmup` calls (fewer, at least one, once they
+    took `warmup_seconds`), then at least `min_repeats` rounds, until `max_seconds` per model or
+    `max_repeats` rounds, or until the 95% interval of the overhead (of the median, without a baseline)
+    is within ±`precision` points.
 
     The process is timed as it is configured (threads, cuDNN's benchmark mode). `runtime` runs the model
     as a suite's runtime axis does (`attnbench list runtimes`): `inductor` compiles cold, with dynamo's
@@ -291,7 +293,8 @@ def latency(
     timed = {MODEL: model} if baseline is None else {MODEL: model, BASELINE: baseline}
     _check(timed, input, dtype, mode, channels_last, runtime)
     timing = parse_timing(
-        {"warmup": warmup, "min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds,
+        {"warmup": warmup, "warmup_seconds": warmup_seconds, "min_repeats": min_repeats,
+         "max_repeats": max_repeats, "max_seconds": max_seconds,
          **({"precision": precision} if precision is not None else {})},
         WHERE, "timing", TimingSpec(),
     )

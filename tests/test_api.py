@@ -236,6 +236,7 @@ def test_latency_runs_a_model_in_a_deployment_runtime():
     (lambda: attnbench.latency(tiny_model(), torch.ones(1, 3, 4, 4), device="cpu", dtype="float16"),
      attnbench.DeviceError, "float16"),
     (lambda: attnbench.latency(lambda: None, min_repeats=5, max_repeats=2), attnbench.ConfigError, "max_repeats"),
+    (lambda: attnbench.latency(lambda: None, warmup_seconds=-1.0), attnbench.ConfigError, "warmup_seconds: must be >= 0"),
 ])
 def test_latency_refuses_with_typed_errors(call, error, message):
     with pytest.raises(error, match=message):
