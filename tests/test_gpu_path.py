@@ -23,6 +23,8 @@ from attnbench.report.view import RunView
 from attnbench.results import CASE_COLUMNS, Run, read_run
 from attnbench.runner import run_suite
 
+from tests.conftest import write
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -120,3 +122,31 @@ def test_gpu_check_plans_on_a_cpu_and_refuses_to_run_without_cuda(capsys):
     if not torch.cuda.is_available():
         assert main(["--config", str(REPO / "attnbench.toml"), "gpu-check", "--out", "/tmp/never"]) == 2
         assert "gpu-check needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tests_exit, exit_code", [(0, 0), (1, 1)])
+def test_gpu_check_runs_tests_suite_and_report_into_one_folder(project_dir, project, tmp_path, monkeypatch, capsys,
+                                                                tests_exit, exit_code):
+    """The check's whole flow after the CUDA test, on a CPU suite with the GPU suite's metrics and
+    cuda_graphs (their CUDA columns stay empty there), the pytest run stubbed."""
+    import subprocess
+
+    from attnbench.cli import gpu_check
+
+    stub = subprocess.CompletedProcess([], tests_exit, "5 passed in 9.1s\n" if tests_exit == 0 else "1 failed\n", "")
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda *args, **kwargs: stub)
+    text = (project_dir / "suites" / "tiny.toml").read_text().replace(
+        'metrics = ["complexity", "latency"]', 'metrics = ["complexity", "latency", "memory", "module_latency"]'
+    ) + "cuda_graphs = true\nprecision = 1.0\n"
+    suite = load_suite(str(write(tmp_path / "check.toml", text)), project)
+    out = tmp_path / "check"
+    out.mkdir()
+    assert gpu_check.check(suite, project, out) == exit_code
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert lines[0] == f"gpu tests: {stub.stdout.strip()} (exit {tests_exit})"
+    assert "TF32 matmul" in lines[1] and ": complete, 2/2 ok, copy bandwidth" in lines[2]
+    assert "eager_ms" in lines[3] and "launch_ms" in lines[3] and [line.split()[0] for line in lines[4:6]] == ["none", "se"]
+    assert lines[-1].startswith("took ") and f"report: {out / 'report.md'}" in lines[-1]
+    assert (out / "pytest-gpu.log").read_text() == stub.stdout
+    assert (out / "report.md").exists() and read_run(next((out / "results").iterdir())).meta["status"] == "complete"

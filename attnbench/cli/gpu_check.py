@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnbench.cli.base import command, console, project_of
-from attnbench.config import expand_grid, load_suite
+from attnbench.config import ProjectConfig, SuiteSpec, expand_grid, load_suite
 from attnbench.errors import DeviceError, ResultsError
 
 SUITE = "gpu-check"
@@ -34,9 +34,6 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
     import torch
 
     from attnbench.estimate import describe, estimate_seconds
-    from attnbench.report import write_report
-    from attnbench.results import read_run
-    from attnbench.runner import run_suite
 
     project = project_of(args)
     suite = load_suite(SUITE, project)
@@ -55,6 +52,16 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ResultsError(f"--out {out}: cannot create it: {error.strerror}") from None
+    return check(suite, project, out)
+
+
+def check(suite: SuiteSpec, project: ProjectConfig, out: Path) -> int:
+    """The check itself, into `out`: the gpu tests (their log), the suite's run, its report, the summary;
+    exit 0 when the tests passed and the run completed."""
+    from attnbench.report import write_report
+    from attnbench.results import read_run
+    from attnbench.runner import run_suite
+
     started = time.perf_counter()
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], capture_output=True, text=True
