@@ -253,3 +253,20 @@ def test_overhead_cells_carry_their_interval_and_a_missed_target() -> None:
     assert costs.overhead_cell(case.drop("precision_met")) == "+10.3 (9.10 to 11.5)"
     assert costs.overhead_cell(pd.Series({"latency_overhead_pct": 5.0})) == "+5.00"
     assert costs.overhead_cell(pd.Series({"latency_overhead_pct": float("nan")})) is None
+
+
+@pytest.mark.parametrize("timing, said", [
+    ({"warmup": 3, "warmup_seconds": 0.25}, "after up to 3 warm-up calls (fewer once they took 0.25 s),"),
+    ({"warmup": 3}, "after 3 warm-up calls,"),  # a run from before warmup_seconds
+    ({"warmup": 1, "warmup_seconds": 0.25}, "after 1 warm-up call,"),
+])
+def test_the_report_says_how_many_warm_up_calls_ran(timing, said):
+    from attnbench.report.header import measured_lines
+    from attnbench.report.view import RunView
+    from attnbench.results import CASE_COLUMNS, SAMPLE_COLUMNS, Run
+
+    case = {"case_id": "a", "backbone": "resnet18", "attention": "none", "batch_size": 1, "resolution": 64,
+            "dtype": "float32", "mode": "eval", "device": "cpu", "status": "ok", "repeats": 20}
+    meta = {"status": "complete", "suite": {"metrics": ["latency"], "timing": {**timing, "max_seconds": 1.0}}}
+    cases, samples = pd.DataFrame([case]).reindex(columns=CASE_COLUMNS), pd.DataFrame(columns=SAMPLE_COLUMNS)
+    assert said in measured_lines(RunView(Run(Path("."), meta, cases, samples)))[0]

@@ -104,9 +104,12 @@ def measured_lines(run: RunView) -> list[str]:
     repeats = pd.to_numeric(run.cases["repeats"], errors="coerce").dropna()
     if timing and not repeats.empty:
         counts = words(sorted({int(repeats.min()), int(repeats.max())})).replace(", ", " to ")
+        warm_up = plural(timing.get("warmup"), "warm-up call")
+        if timing.get("warmup_seconds") is not None and (timing.get("warmup") or 0) > 1:
+            warm_up = f"up to {warm_up} (fewer once they took {timing['warmup_seconds']:g} s)"
         text += (
-            f" Latency is the median of {counts} timed calls per case, after "
-            f"{plural(timing.get('warmup'), 'warm-up call')}, within a budget of {timing.get('max_seconds')} s per case."
+            f" Latency is the median of {counts} timed calls per case, after {warm_up}, within a budget of "
+            f"{timing.get('max_seconds')} s per case."
         )
     text += timing_sentence(run)
     counted = ["training step (forward, backward, SGD)"] if run.trains else []
