@@ -74,3 +74,14 @@ def test_python_dash_m_entry_point(in_project: Path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("attnbench: error: unknown suite 'nope'")
     assert "Traceback" not in result.stderr
+
+
+def test_the_command_line_parses_without_importing_torch():
+    """torch, torchvision and the report package take seconds to import: `--help` and a mistyped option
+    must not wait for them; each command imports what it needs when it runs."""
+    probe = (
+        "import sys; from attnbench.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'torchvision', 'matplotlib', 'scipy.stats'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -317,6 +317,8 @@ def test_the_report_warns_where_a_comparison_crosses_devices(project, tmp_path):
         (["run", "--suite", "tiny", "--shard", "3/2"], "--shard '3/2'"),
         (["run", "--resume", "x", "--shard", "1/2"], "--shard goes with --suite"),
         (["run", "--suite", "tiny", "--executor", "slurm", "--workers", "2"], "array_parallelism"),
+        (["run", "--suite", "tiny", "--executor", "cloud"],
+         "--executor 'cloud' is not an executor; accepted: local, slurm, submitit-local"),
         (["run", "--suite", "tiny", "--threads", "0"], "--threads 0: must be >= 1"),
         (["run", "--suite", "tiny", "--threads", "all"], '--threads all: expected an integer >= 1 or "auto"'),
     ],

@@ -14,7 +14,7 @@ from attnbench.cli import main
 from attnbench.gate import compare_runs
 from attnbench.report.compare import comparison_table
 from attnbench.report.summary import run_summary
-from attnbench.report.terminal import Column, FittedTable
+from attnbench.terminal import Column, FittedTable
 from attnbench.results import Run, read_run
 
 RESULTS = Path(__file__).parent / "data" / "results"

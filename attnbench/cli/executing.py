@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from attnbench.config import ProjectConfig
 from attnbench.config.project import parse_threads
 from attnbench.errors import ConfigError, UsageError
-from attnbench.executors import EXECUTORS, ExecutorChoice
 from attnbench.schedule import Shard
+
+if TYPE_CHECKING:
+    from attnbench.executors import ExecutorChoice
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +22,7 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         "visible GPU) or, on the CPU, to its own share of the cores; with submitit-local, tasks at once",
     )
     parser.add_argument(
-        "--executor", choices=[kind for kind in EXECUTORS if kind != "process"],
+        "--executor",
         help="local: workers on this machine (what --workers implies); slurm: a SLURM job array through "
         "submitit, configured by [executor.slurm] in attnbench.toml; submitit-local: the same path on this machine",
     )
@@ -35,7 +38,15 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def executor_choice(args: argparse.Namespace) -> ExecutorChoice | None:
-    """What the arguments ask for; None when they name nothing (a resume then runs where the run ran)."""
+    """What the arguments ask for; None when they name nothing (a resume then runs where the run ran).
+
+    The executors are imported here, not when the command line is parsed: they import torch, which would
+    make every command (`--help` too) take seconds to start."""
+    from attnbench.executors import EXECUTORS, ExecutorChoice
+
+    accepted = [kind for kind in EXECUTORS if kind != "process"]
+    if args.executor is not None and args.executor not in accepted:
+        raise UsageError(f"--executor {args.executor!r} is not an executor; accepted: {', '.join(accepted)}")
     workers = _workers(args.workers)
     kind = args.executor or ("local" if args.workers else None)
     if kind is None:

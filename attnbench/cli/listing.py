@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from attnbench.cli.base import command, console, project_of
 from attnbench.config import ProjectConfig, list_suites, load_suite
 from attnbench.errors import AttnbenchError
-from attnbench.report.terminal import Column, FittedTable
+from attnbench.terminal import Column, FittedTable
 
 if TYPE_CHECKING:
     from attnbench.accuracy import AccuracyRow

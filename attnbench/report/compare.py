@@ -14,7 +14,7 @@ from attnbench.gate import THRESHOLD_CONFIDENCE, CaseComparison, Comparison, Ver
 from attnbench.modules import BASELINE
 from attnbench.report.format import frame_table, md_table
 from attnbench.report.header import recorded_settings
-from attnbench.report.terminal import Column, FittedTable
+from attnbench.terminal import Column, FittedTable
 from attnbench.results import CASE_KEY, Run
 
 STYLES = {
@@ -170,7 +170,7 @@ def _terminal_columns(comparison: Comparison) -> dict[str, Column]:
 
 
 def comparison_table(comparison: Comparison) -> FittedTable:
-    """One line per case, worst verdicts first, laid out for the terminal's width (report.terminal); the
+    """One line per case, worst verdicts first, laid out for the terminal's width (attnbench.terminal); the
     reasons of failed cases, which a narrow terminal cuts or leaves out, are written in full below."""
     frame = comparison_frame(comparison)
     columns = _terminal_columns(comparison)

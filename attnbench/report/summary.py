@@ -7,7 +7,7 @@ import pandas as pd
 from attnbench.modules import BASELINE
 from attnbench.report.format import sig3, signed
 from attnbench.report.tables import AXES, axis_value, constant_words, normalized, varying, with_overhead
-from attnbench.report.terminal import Column, FittedTable
+from attnbench.terminal import Column, FittedTable
 from attnbench.results import SETTING, Run
 
 STATUS_STYLES = {"ok": "", "skipped": "dim", "oom": "yellow", "timeout": "yellow", "error": "red"}
