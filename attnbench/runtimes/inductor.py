@@ -54,7 +54,7 @@ def counting_backend(name: str, facts: dict[str, Any]):
 
 
 @runtime(
-    "inductor", description="torch.compile(model, backend=compile_backend, dynamic=False)",
+    "inductor", description="torch.compile(model, dynamic=False) with the suite's compile_backend",
     dtypes={"cpu": CPU_DTYPES, "cuda": DTYPES}, modes=MODES, torch_step=True, dynamo=True,
     checks=(_dynamo_unsupported, _no_compiler), build_estimate_s={"cpu": 60.0, "cuda": 40.0},
 )
