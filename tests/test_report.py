@@ -107,6 +107,25 @@ def test_overhead_numbers(root: Path) -> None:
     assert shares.loc[("resnet18", "se", 1), "latency_share_pct"] == pytest.approx(100 * (1 - 9.0 / 9.9))
 
 
+def test_throughput_ratio_and_latency_share_follow_the_paired_overhead() -> None:
+    """Two independent medians can disagree with the rounds' ratios; every latency-derived column of the
+    report follows the paired overhead, so the overhead, share and throughput tables tell one story."""
+    key = {"backbone": "resnet18", "batch_size": 2, "resolution": 64, "dtype": "float32", "mode": "eval",
+           "device": "cpu", "channels_last": False, "runtime": "eager", "status": "ok", "noisy": False}
+    cases = pd.DataFrame([
+        {**key, "attention": "none", "attention_key": "none", "options": "", "placement": "default",
+         "latency_ms_median": 17.9, "throughput_ips": 2 / 0.0179},
+        {**key, "attention": "se-bias", "attention_key": "se", "options": "bias=True", "placement": "default",
+         "latency_ms_median": 20.9, "throughput_ips": 2 / 0.0209,
+         "latency_overhead_pct": 7.19, "latency_overhead_ci_low_pct": 6.18, "latency_overhead_ci_high_pct": 8.08},
+    ])
+    row = tables.overhead(cases).set_index("attention").loc["se-bias"]
+    assert row["latency_overhead_pct"] == pytest.approx(7.19)
+    assert row["throughput_ratio"] == pytest.approx(1 / 1.0719)  # not 17.9 / 20.9 = 0.856
+    share = tables.shares(cases).set_index("attention").loc["se-bias", "latency_share_pct"]
+    assert share == pytest.approx(100 * (1 - 1 / 1.0719))  # not 1 - 17.9 / 20.9 = 14.4%
+
+
 def test_ranking_only_where_intervals_separate() -> None:
     frame = pd.DataFrame({
         "attention": ["none", "a", "b", "c"], "batch_size": [1, 1, 1, 1], "latency_overhead_pct": [0.0, 5.0, 6.0, 12.0],

@@ -97,7 +97,9 @@ def with_overhead(cases: pd.DataFrame) -> pd.DataFrame:
             if bound in ok:
                 ok[bound] = pd.to_numeric(ok[bound], errors="coerce")
     if "throughput_ips" in columns:
-        ok["throughput_ratio"] = ok["throughput_ips"] / ok["base_throughput_ips"]
+        # Throughput is batch / latency, so its ratio follows from the latency overhead: the paired one
+        # where the run has it, not a ratio of two independent medians beside it.
+        ok["throughput_ratio"] = 100 / (100 + ok["latency_overhead_pct"])
     return ok
 
 
@@ -236,6 +238,9 @@ def shares_of(overhead: pd.DataFrame) -> pd.DataFrame:
     out = ok[KEY].copy()
     for column in columns:
         out[f"{SHARE_OF[column]}_share_pct"] = (1 - ok[f"base_{column}"] / ok[column]) * 100
+    if "latency_share_pct" in out:
+        # From the overhead (paired where the run has it), so the share and the overhead tables agree.
+        out["latency_share_pct"] = (1 - 100 / (100 + ok["latency_overhead_pct"])) * 100
     if measured(ok, ["module_latency_ms_median", "latency_ms_median"]) == [
         "module_latency_ms_median",
         "latency_ms_median",
