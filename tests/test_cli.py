@@ -85,3 +85,16 @@ def test_the_command_line_parses_without_importing_torch():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_run_does_not_import_the_report_writer():
+    """`run` prints its closing table from the report package; matplotlib and the Markdown writer (half a
+    second) load only when a report is written."""
+    probe = (
+        "import sys; import attnbench.cli.run, attnbench.runner, attnbench.report.summary; "
+        "print(sorted({'matplotlib', 'attnbench.report.writer'} & set(sys.modules))); "
+        "from attnbench.report import write_report, FORMATS, ReportOptions; "
+        "print(sorted({'matplotlib', 'attnbench.report.writer'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["[]", "['attnbench.report.writer', 'matplotlib']"]

@@ -18,6 +18,9 @@ from attnbench.report.tables import TABLES
 from attnbench.report.view import ReportOptions
 from attnbench.results import Run, find_runs, is_run_dir, read_run
 
+# Importing the section files fills the SECTIONS (and FIGURES) registries that render() walks.
+from attnbench.report import accuracy_section, formula, paper, profile_section, runtime_section  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Report:
