@@ -116,8 +116,8 @@ ATTENTION_COLUMNS = ("params_attention", "macs_attention", "flops_attention", "b
 
 
 def complexity(model: nn.Module, input_shape: Sequence[int], *, dtype: str = "float32") -> dict[str, Any]:
-    """The `complexity` metric of one inference forward on an (N, C, H, W) input, counted on fake tensors:
-    cases.csv's columns (`params`, `macs`, `flops`, `bytes_eager`, `bytes_min`, ..., `uncounted_ops` as
+    """The `complexity` metric of one inference forward on an (N, C, H, W) input, counted (on real tensors
+    up to 256 x 256 pixels, on fake tensors that allocate nothing above): cases.csv's columns (`params`, `macs`, `flops`, `bytes_eager`, `bytes_min`, ..., `uncounted_ops` as
     {op: calls}) and `sites`, one row per attention instance with its formula and counted parameters.
 
     For a model from build_model the `*_attention` columns and `formula_ok` split out the attention
@@ -278,12 +278,16 @@ def compare_runs(
     metric: str = "latency_ms",
     strict_env: bool = False,
     absolute: bool = False,
+    force: bool = False,
+    fail_on_inconclusive: bool = False,
     config: PathLike | None = None,
 ) -> pd.DataFrame:
     """The gate of `attnbench compare`: one row per case with its verdict, medians, ratio, interval and
     p-value, worst verdicts first. Thresholds come from attnbench.toml's [gate], `max_slowdown` ("5%" or
     0.05) and `alpha` replacing its defaults. `frame.attrs` holds `passed` (the gate's outcome), `metric`
-    and the comparison's `warnings` (environments that differ, too few samples)."""
+    and the comparison's `warnings` (environments that differ, too few samples). `force` compares runs
+    of different suites (their common cases) and `fail_on_inconclusive` makes an inconclusive case fail
+    the gate, as `--force` and `--fail-on-inconclusive` do."""
     from attnbench import gate
     from attnbench.report.compare import comparison_records
 
@@ -295,10 +299,11 @@ def compare_runs(
         defaults = replace(defaults, alpha=parse_alpha(alpha, "alpha"))
     comparison = gate.compare_runs(
         _run(baseline, "baseline"), _run(current, "current"), replace(project.gate, defaults=defaults), metric,
-        strict_env, absolute=absolute,
+        strict_env, absolute=absolute, across_suites=force,
     )
     frame = comparison_records(comparison)
-    frame.attrs.update(passed=comparison.passed, metric=comparison.metric, warnings=list(comparison.warnings))
+    passed = comparison.passed and not (fail_on_inconclusive and comparison.of(gate.Verdict.INCONCLUSIVE))
+    frame.attrs.update(passed=passed, metric=comparison.metric, warnings=list(comparison.warnings))
     return frame
 
 

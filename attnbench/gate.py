@@ -328,7 +328,10 @@ def _comparable(baseline: Run, current: Run, metric: str, strict_env: bool, acro
         )
     mismatch = suite_mismatch(baseline, current)
     if mismatch and not across_suites:
-        raise GateError(f"{mismatch}; compare runs of one suite, or pass --force to compare their common cases")
+        raise GateError(
+            f"{mismatch}; compare runs of one suite, or pass --force (compare_runs(force=True) in Python) "
+            "to compare their common cases"
+        )
     return [*([mismatch] if mismatch else []), *baseline.warnings, *current.warnings, *environment]
 
 

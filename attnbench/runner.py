@@ -88,6 +88,8 @@ def _outcomes(
         for group in groups:
             report(group.cases[0])
             yield group, executor.run(group, not writer.meta.get("process_facts"))
+        if groups:
+            report(groups[-1].cases[0])  # the end: every case done
         return
     if not groups:
         return

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -255,7 +257,7 @@ def test_run_suite_by_name_runs_quietly_with_a_progress_callback(project_dir, ca
     assert run.path.parent == project_dir / "results" and run.meta["suite"]["name"] == "tiny"
     assert run.cases["attention"].tolist() == ["none", "se"] and (run.cases["status"] == "ok").all()
     assert run.samples.columns[:5].tolist() == ["case_id", "repeat", "round", "latency_ms", "wall_ms"]
-    assert seen == [(0, 2, "none")]  # one comparison group
+    assert seen == [(0, 2, "none"), (2, 2, "none")]  # one comparison group: its start, then the end
     assert capsys.readouterr() == ("", "")
     with pytest.raises(attnbench.ConfigError, match="--attention 'cbam' is not in suite 'tiny'"):
         attnbench.run_suite("tiny", config=project_dir / "attnbench.toml", attention="cbam")
@@ -323,6 +325,23 @@ def test_compare_runs_is_the_gates_verdicts(tmp_path, monkeypatch):
         attnbench.compare_runs(tmp_path / "missing", NEW_RUN)
     with pytest.raises(attnbench.ConfigError, match="max_slowdown"):
         attnbench.compare_runs(OLD_RUN, NEW_RUN, max_slowdown="lots")
+
+
+def test_compare_runs_takes_the_commands_force_and_fail_on_inconclusive(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    again = Path(shutil.copytree(NEW_RUN, tmp_path / "20260107T100000-b1b2c3"))
+    meta = json.loads((again / "meta.json").read_text())
+    meta["run_id"] = again.name
+    (again / "meta.json").write_text(json.dumps(meta))
+    frame = attnbench.compare_runs(NEW_RUN, again)
+    assert frame.attrs["passed"] and (frame["verdict"] == "inconclusive").any()
+    assert not attnbench.compare_runs(NEW_RUN, again, fail_on_inconclusive=True).attrs["passed"]
+    meta["suite"]["name"] = "other"
+    (again / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(attnbench.GateError, match=r"compare_runs\(force=True\)"):
+        attnbench.compare_runs(NEW_RUN, again)
+    forced = attnbench.compare_runs(NEW_RUN, again, force=True)
+    assert "suite 'other'" in forced.attrs["warnings"][0]
 
 
 def test_write_report_writes_what_the_command_writes(tmp_path, monkeypatch, capsys):

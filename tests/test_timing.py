@@ -194,7 +194,7 @@ def test_new_axes_default_to_false_and_eager_and_expand(project: ProjectConfig) 
         ({"runtimes": ["tensorrt"]}, {}, "runtime 'tensorrt' runs on cuda, not device 'cpu'"),
         ({"runtimes": ["eager"], "compile": [False]}, {}, "give `runtimes` only"),
         ({"channels_last": ["yes"]}, {}, "channels_last: expected bool"),
-        ({}, {"l2_flush": "sometimes"}, "l2_flush: 'sometimes' is not accepted; accepted: auto, true, false"),
+        ({}, {"l2_flush": "sometimes"}, "l2_flush: 'sometimes' is not accepted; accepted: \"auto\", or true/false unquoted"),
         ({}, {"isolate": "auto"}, "isolate: expected bool"),
         ({}, {"compile_backend": "inducter"}, "did you mean 'inductor'"),
     ],

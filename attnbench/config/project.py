@@ -218,7 +218,9 @@ def _l2_flush(section: Section, default: str) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value not in L2_FLUSH:
-        raise ConfigError(f"{section.where('l2_flush')}: {value!r} is not accepted; accepted: auto, true, false")
+        raise ConfigError(
+            f"{section.where('l2_flush')}: {value!r} is not accepted; accepted: \"auto\", or true/false unquoted"
+        )
     return value
 
 
