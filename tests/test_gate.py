@@ -380,6 +380,14 @@ def test_unimportable_plugin_is_a_config_error(tmp_path, monkeypatch):
         load_project(tmp_path / "attnbench.toml")
 
 
+
+def test_an_empty_plugin_list_is_no_plugins(tmp_path):
+    (tmp_path / "attnbench.toml").write_text("plugins = []\n")
+    assert load_project(tmp_path / "attnbench.toml").plugins == ()
+    (tmp_path / "attnbench.toml").write_text('plugins = "mine"\n')
+    with pytest.raises(ConfigError, match="plugins"):
+        load_project(tmp_path / "attnbench.toml")
+
 # --- the command line -----------------------------------------------------------------------------------
 
 

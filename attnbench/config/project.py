@@ -325,7 +325,7 @@ def load_project(path: Path | None = None) -> ProjectConfig:
     )
     root = path.resolve().parent
     threads = parse_threads(section.data.get("threads", "auto"), section.where("threads"))
-    plugins = section.list_of("plugins", str, ())
+    plugins = section.list_of("plugins", str, (), may_be_empty=True)  # [] reads as "no plugins"
     accuracy_csv = section.get("accuracy_csv", str, None)
     # Before any suite is parsed: suites may name the modules that plugins register.
     import_plugins(plugins, root, section.where("plugins"))

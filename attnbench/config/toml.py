@@ -69,11 +69,11 @@ class Section:
             raise ConfigError(f"{self.where(key)}: {value!r} is not accepted; accepted: {', '.join(choices)}")
         return value
 
-    def list_of(self, key: str, kind: type, default: Any = ...) -> tuple[Any, ...]:
+    def list_of(self, key: str, kind: type, default: Any = ..., may_be_empty: bool = False) -> tuple[Any, ...]:
         values = self.get(key, list, default)
         if isinstance(values, tuple):
             return values
-        if not values:
+        if not values and not may_be_empty:
             raise ConfigError(f"{self.where(key)}: must not be empty")
         return tuple(self.check(key, value, kind) for value in values)
 
