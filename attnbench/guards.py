@@ -55,6 +55,25 @@ def interruptible() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then raise Interrupted: for the few writes that close
+    a run, which a signal must not cut in half (a run left marked running, its lock held)."""
+    if not in_main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if arrived:
+        raise Interrupted(arrived[0])
+
+
 TIMEOUT_REFIRE_S = 0.5
 
 

@@ -16,7 +16,7 @@ from attnbench.config import CaseSpec, ProjectConfig, SuiteSpec, expand_grid, lo
 from attnbench.errors import ConfigError, DeviceError, ResultsError
 from attnbench.estimate import estimate_seconds
 from attnbench.executors import Executor, ExecutorChoice, GroupOutcome, GroupPool, make_executor
-from attnbench.guards import Interrupted, interruptible
+from attnbench.guards import Interrupted, deferred_signals, interruptible
 from attnbench.measure.bandwidth import roofline_columns
 from attnbench.measure.env import environment
 from attnbench.process import configure_process, resolve_device
@@ -57,26 +57,34 @@ def _execute(
         progress.started(len(cases), estimate_seconds(suite, writer.meta["device"].split(":")[0], cases))
     groups = plan(cases, interleave)
     try:
-        with interruptible(), closing(_outcomes(executor, groups, writer, report)) as outcomes:
-            for group, outcome in outcomes:
-                fresh = {key: value for key, value in outcome.meta.items() if writer.meta.get(key) is None}
-                if fresh:
-                    writer.update_meta(**fresh)
-                # A row's roofline uses the bandwidth measured where it ran (each worker measures its own).
-                copy_gbs = outcome.meta.get("copy_bandwidth_gbs", writer.meta.get("copy_bandwidth_gbs"))
-                for result in outcome.results:
-                    result.row.update(roofline_columns(result.row, copy_gbs))
-                    if result.sites:
-                        writer.append_sites(result.sites)
-                    writer.append_case(result.row, result.samples, result.wall_samples, result.rounds)
-                done[0] += len(group.cases)
-        status = "complete"
+        with interruptible():
+            try:
+                with closing(_outcomes(executor, groups, writer, report)) as outcomes:
+                    for group, outcome in outcomes:
+                        _append(writer, outcome)
+                        done[0] += len(group.cases)
+                status = "complete"
+            finally:
+                with deferred_signals():  # a Ctrl-C now waits for meta.json's last words and the lock
+                    writer.finish(status, **_calibration(writer.path))
     except Interrupted as interruption:
         interruption.run_dir = writer.path
         raise
-    finally:
-        writer.finish(status, **_calibration(writer.path))
     return writer.path
+
+
+def _append(writer: RunWriter, outcome: GroupOutcome) -> None:
+    """A finished group's rows, samples and attention sites into the run directory."""
+    fresh = {key: value for key, value in outcome.meta.items() if writer.meta.get(key) is None}
+    if fresh:
+        writer.update_meta(**fresh)
+    # A row's roofline uses the bandwidth measured where it ran (each worker measures its own).
+    copy_gbs = outcome.meta.get("copy_bandwidth_gbs", writer.meta.get("copy_bandwidth_gbs"))
+    for result in outcome.results:
+        result.row.update(roofline_columns(result.row, copy_gbs))
+        if result.sites:
+            writer.append_sites(result.sites)
+        writer.append_case(result.row, result.samples, result.wall_samples, result.rounds)
 
 
 def _outcomes(

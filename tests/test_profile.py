@@ -182,6 +182,23 @@ def test_bad_input_is_one_line_and_exit_2(extra: list[str], message: str, capsys
     assert "\n" not in err
 
 
+def test_out_of_memory_and_one_file_for_two_outputs_are_one_line(tmp_path: Path, monkeypatch, capsys):
+    import attnbench.measure.profile as profile_module
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried")
+
+    monkeypatch.setattr(profile_module, "profile_against_baseline", out_of_memory)
+    base = ["profile", "--device", "cpu", "--backbone", "resnet18", "--attention", "se"]
+    assert main([*base, "--batch", "100000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("attnbench: error: out of memory profiling batch 100000 at 224 px on cpu")
+    assert "accepted: a smaller --batch or --resolution" in err and "\n" not in err
+    same = tmp_path / "both"
+    assert main([*base, "--trace", str(same), "--out", str(same)]) == 2
+    assert "--trace and --out name the same file" in capsys.readouterr().err
+
+
 def cuda_event(name: str, start: float, end: float, parent: FunctionEvent | None = None, **kwargs) -> FunctionEvent:
     kwargs = {"activity_type": "cpu_op", "use_device": "cuda", **kwargs}
     event = FunctionEvent(id=kwargs.pop("id", 0), name=name, thread=1, start_us=start, end_us=end, **kwargs)

@@ -174,6 +174,31 @@ def test_ctrl_c_drops_the_current_case_and_marks_the_run(project_dir, failing, m
     assert f"resume with: attnbench run --resume {run_dir}" in err.replace("\n", "")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_run_closes_waits_for_its_last_words(project_dir, failing, monkeypatch, capsys, sig):
+    """Every row is in when the signal arrives, while meta.json gets its status and the lock goes: the
+    run closes first, then the command stops as interrupted, naming the run."""
+    import attnbench.runner as runner
+
+    monkeypatch.chdir(project_dir)
+    tiny_suite(None, project_dir, "max_repeats = 5\nmax_seconds = 0.05\n")
+    failing(lambda: None)  # the suite's third module, here one that works
+    calibration = runner._calibration
+
+    def signalled(run_dir: Path) -> dict:
+        os.kill(os.getpid(), sig)
+        return calibration(run_dir)
+
+    monkeypatch.setattr(runner, "_calibration", signalled)
+    assert main(["run", "--suite", "f"]) == 128 + sig
+    run_dir = find_runs(project_dir / "results")[0]
+    run = read_run(run_dir)
+    assert run.meta["status"] == "complete" and run.meta["end_time"]
+    assert run.cases["attention"].tolist() == ["none", "failing", "se"]
+    assert not (run_dir / ".lock").exists()
+    assert str(run_dir) in capsys.readouterr().err.replace("\n", "")
+
+
 def spawn_run(project_dir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
@@ -294,6 +319,36 @@ def test_float16_on_an_explicit_cpu_is_refused(project, project_dir, tmp_path):
     text = (project_dir / "suites" / "tiny.toml").read_text().replace('device = "cpu"', 'device = "cpu"\ndtypes = ["float16"]')
     with pytest.raises(ConfigError, match="float16 is not supported on device cpu; accepted: float32, bfloat16"):
         load_suite(str(write(tmp_path / "h.toml", text)), project)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\xff\xfe", "not a UTF-8 text file"),
+    (b"\xef\xbb\xbfname = 'x'\n", "starts with a byte-order mark"),
+])
+def test_a_suite_file_that_is_not_utf8_text_is_one_line(project_dir, monkeypatch, capsys, content, message):
+    monkeypatch.chdir(project_dir)
+    (project_dir / "suites" / "binary.toml").write_bytes(content)
+    assert main(["run", "--suite", "binary"]) == 2
+    err = capsys.readouterr().err
+    assert f"binary.toml: {message}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["list", "suites"]) == 0  # the listing shows the broken file with its error
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "binary - - cannot be loaded:" in listed and message.split()[-1] in listed
+
+
+def test_an_unreadable_suite_file_is_one_line(project_dir, monkeypatch, capsys):
+    monkeypatch.chdir(project_dir)
+    opened = Path.open
+
+    def refuse(self, *args, **kwargs):  # as chmod 000 does for anyone but root, who runs these tests here
+        if self.name == "tiny.toml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    assert main(["run", "--suite", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny.toml: cannot read the file (permission denied)" in err and "Traceback" not in err
 
 
 def test_malformed_toml_names_file_and_line(project_dir, monkeypatch, capsys):

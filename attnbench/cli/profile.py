@@ -9,7 +9,7 @@ from rich.table import Table
 
 from attnbench.cli.base import command, console, project_of
 from attnbench.config import DEVICES, DTYPES, MODES, CaseSpec, attention_entry, parse_option
-from attnbench.errors import OptionError, ResultsError
+from attnbench.errors import DeviceError, OptionError, ResultsError, UsageError
 from attnbench.outputs import prepare_output, write_text
 
 def _configure_profile(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +63,7 @@ def _rich_table(title: str, frame) -> Table:
 
 @command("profile", "profile one model: top operators, launches per step, time inside attention", _configure_profile)
 def cmd_profile(args: argparse.Namespace) -> int:
+    from attnbench.group import failure
     from attnbench.measure.profile import profile_against_baseline
     from attnbench.process import configure_process, resolve_device
     from attnbench.report.profile_section import PROFILE_NOTE, profile_markdown, profile_tables
@@ -73,12 +74,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
     # Checked before the profile runs, so that a path it cannot write never wastes it.
     trace = prepare_output(Path(args.trace), "--trace") if args.trace else None
     out = prepare_output(Path(args.out), "--out") if args.out else None
+    if trace and out and trace.resolve() == out.resolve():
+        raise UsageError(f"--trace and --out name the same file {trace}; give each its own")
     if trace:
         trace.unlink(missing_ok=True)  # an earlier trace must not pass for this one
     configure_process(project.threads, project.timing)
-    result, baseline = profile_against_baseline(
-        case, device, project.timing, warmup=args.warmup, steps=args.steps, trace=trace
-    )
+    try:
+        result, baseline = profile_against_baseline(
+            case, device, project.timing, warmup=args.warmup, steps=args.steps, trace=trace
+        )
+    except (RuntimeError, MemoryError) as error:
+        if failure(error)["status"] != "oom":
+            raise
+        raise DeviceError(
+            f"out of memory profiling batch {case.batch_size} at {case.resolution} px on {device} "
+            f"({failure(error)['error']}); accepted: a smaller --batch or --resolution"
+        ) from None
     tables = profile_tables(result, baseline, case.backbone, args.top)
     heading = (
         f"{case.backbone} + {case.attention.label}, batch {case.batch_size}, {case.resolution} px, {case.dtype}, "

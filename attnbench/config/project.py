@@ -41,9 +41,15 @@ def parse_threads(value: Any, where: str) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where}: expected an integer >= 1 or \"auto\", got {value!r}")
-    if value < 1:
-        raise ConfigError(f"{where}: must be >= 1, got {value}")
+    if not 1 <= value <= MAX_THREADS:
+        raise ConfigError(f"{where}: must be between 1 and {MAX_THREADS}, got {value}")
     return value
+
+
+MAX_THREADS = 1024
+"""More threads than any machine attnbench runs on has cores; torch's thread pool crashes the process
+(a segfault, not an error) when asked for 100,000. Not the usable cores: a SLURM task's node may have
+more than the login node that parses the option."""
 
 
 @dataclass(frozen=True)

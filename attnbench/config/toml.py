@@ -18,7 +18,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the file (permission denied)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; a TOML file is UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
+        if "Invalid statement (at line 1, column 1)" in str(error) and path.read_bytes().startswith(b"\xef\xbb\xbf"):
+            raise ConfigError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM") from None
         raise ConfigError(f"{path}: malformed TOML: {error}") from None
 
 
