@@ -312,16 +312,22 @@ def compare_runs(
     return Comparison(baseline, current, label, tuple(cases), tuple(warnings))
 
 
-def _comparable(baseline: Run, current: Run, metric: str, strict_env: bool, across_suites: bool) -> list[str]:
-    """Refuses two runs that cannot be compared (GateError); returns the warnings of those that can."""
+def check_gateable(run: Run, role: str, metric: str) -> None:
+    """Refuses a metric the gate cannot compare, or a run without samples of it (a complexity-only suite):
+    `run --baseline` asks before it measures anything, the comparison again for the run it measured."""
     if metric not in SAMPLE_METRICS:
         raise GateError(f"unknown metric {metric!r}; accepted: {', '.join(SAMPLE_METRICS)}")
+    if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
+        raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
+
+
+def _comparable(baseline: Run, current: Run, metric: str, strict_env: bool, across_suites: bool) -> list[str]:
+    """Refuses two runs that cannot be compared (GateError); returns the warnings of those that can."""
     environment = environment_warnings(baseline, current)
     if environment and strict_env:
         raise GateError(f"{environment[0]} (--strict-env); rerun the baseline on this environment")
     for role, run in (("baseline", baseline), ("current", current)):
-        if (run.cases["status"] == "ok").any() and run.samples[metric].notna().sum() == 0:
-            raise GateError(f"{role} {run.path} has no {metric} samples; run a suite with the latency metric")
+        check_gateable(run, role, metric)
     if baseline.run_id == current.run_id:
         raise GateError(
             f"the baseline and the current run are the same run {current.run_id}; compare a run with an earlier one"

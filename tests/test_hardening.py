@@ -122,6 +122,49 @@ def test_rows_written_twice_are_read_once_with_a_warning_and_resume_cleans_them(
     assert_complete_and_consistent(run_dir)
 
 
+def test_a_row_copied_in_under_another_case_id_is_the_same_case(run_dir: Path, capsys):
+    lines = (run_dir / "cases.csv").read_text().splitlines()
+    (run_dir / "cases.csv").write_text("\n".join([*lines, "ffffffffffff" + lines[2][12:]]) + "\n")
+    run = read_run(run_dir)
+    assert len(run.cases) == 2 and run.cases["case_id"].tolist()[-1] == "ffffffffffff"
+    assert "1 case(s) have more than one row" in run.warnings[0]
+    assert main(["report", str(run_dir)]) == 0
+    assert "more than one row" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda meta: meta.pop("run_id"), "meta.json: no run_id"),
+    (lambda meta: meta.update(suite="tiny"), "meta.json: suite must be an object, got str 'tiny'"),
+    (lambda meta: meta.update(left_out=[1]), "meta.json: every item of left_out must be an object"),
+    (lambda meta: meta.update(warnings=5), "meta.json: warnings must be a list, got int 5"),
+    (lambda meta: meta.update(calibration="x"), "meta.json: calibration must be an object"),
+])
+def test_a_meta_json_with_a_key_of_the_wrong_type_is_one_line(run_dir: Path, capsys, edit, message):
+    meta = json.loads((run_dir / "meta.json").read_text())
+    edit(meta)
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    for argv in (["report", str(run_dir)], ["run", "--resume", str(run_dir)], ["compare", str(run_dir), str(run_dir)]):
+        assert message in one_line_error(capsys, argv)
+
+
+def test_a_resume_checks_it_can_write_the_run_before_measuring(run_dir: Path, capsys, monkeypatch):
+    cases = (run_dir / "cases.csv").read_text()
+    (run_dir / "cases.csv").write_text(cases.splitlines(keepends=True)[0])  # both cases left to measure
+    opened = Path.open
+
+    def read_only(self, mode="r", *args, **kwargs):  # chmod 444 as seen by anyone but root
+        if self.name == "cases.csv" and mode != "r":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    error = one_line_error(capsys, ["run", "--resume", str(run_dir)])
+    assert "cases.csv: cannot be written (Permission denied); a resume appends to it" in error
+    monkeypatch.undo()
+    assert (run_dir / "samples.csv").read_text().count("\n") > 1  # the earlier samples, nothing appended
+    assert read_run(run_dir, repair=True).cases.empty
+
+
 # --- 2, 10. the baseline: chosen before the run, of the same suite, never the run itself -----------------
 
 
@@ -432,6 +475,17 @@ def test_list_suites_lists_the_good_ones_and_flags_a_bad_one(project_dir: Path, 
 def test_gate_options_without_a_baseline_are_refused(project_dir: Path, monkeypatch, capsys, flag):
     monkeypatch.chdir(project_dir)
     assert f"{flag[0]} needs --baseline PATH" in one_line_error(capsys, ["run", "--suite", "tiny", *flag])
+
+
+def test_a_baseline_the_gate_cannot_use_is_refused_before_the_run(run_dir: Path, capsys):
+    before = find_runs(run_dir.parent)
+    error = one_line_error(capsys, ["run", "--suite", "tiny", "--baseline", str(run_dir), "--metric", "foo_ms"])
+    assert "unknown metric 'foo_ms'; accepted: latency_ms, wall_ms" in error
+    samples = (run_dir / "samples.csv").read_text()
+    (run_dir / "samples.csv").write_text(samples.splitlines(keepends=True)[0])  # as a complexity-only run
+    error = one_line_error(capsys, ["run", "--suite", "tiny", "--baseline", str(run_dir), "--fail-on-regression"])
+    assert f"baseline {run_dir} has no latency_ms samples" in error
+    assert find_runs(run_dir.parent) == before  # nothing was measured
 
 
 def test_max_case_seconds_must_leave_time_to_time_a_case(project, tmp_path: Path):

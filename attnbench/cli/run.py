@@ -112,11 +112,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace, suite_name: str) -> Run | None:
     """The run --baseline names, chosen before the run starts, so that a run written into the baseline's
     own folder is never its own baseline; from a folder, its latest run of the same suite."""
-    from attnbench.gate import resolve_run
+    from attnbench.gate import check_gateable, resolve_run
 
     if not args.baseline:
         return None
     baseline = resolve_run(Path(args.baseline), "baseline", suite_name)
+    check_gateable(baseline, "baseline", args.metric)
     if args.resume and baseline.path.resolve() == Path(args.resume).resolve():
         raise GateError(f"--baseline {args.baseline} is the run being resumed; compare it with an earlier run")
     if baseline.suite_name != suite_name and not args.force:

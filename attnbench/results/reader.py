@@ -14,7 +14,7 @@ import pandas as pd
 from attnbench.errors import ResultsError
 from attnbench.results.lock import writer_alive
 from attnbench.results.schema import (
-    CASE_COLUMNS, CASES_FILE, KEY_DEFAULTS, META_FILE, REQUIRED_CASE_COLUMNS, SAMPLE_COLUMNS, SAMPLES_FILE,
+    CASE_COLUMNS, CASE_KEY, CASES_FILE, KEY_DEFAULTS, META_FILE, REQUIRED_CASE_COLUMNS, SAMPLE_COLUMNS, SAMPLES_FILE,
     SCHEMA_VERSION, SITE_COLUMNS, SITES_FILE, format_options, parse_options,
 )
 from attnbench.results.validate import BadLine, checked_lines
@@ -81,7 +81,32 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise ResultsError(
             f"{path}: results schema {version} is newer than this attnbench reads ({SCHEMA_VERSION}); upgrade attnbench"
         )
+    _check_meta_types(path / META_FILE, meta)
     return meta
+
+
+META_TYPES: dict[str, tuple[type, type | None]] = {
+    "run_id": (str, None), "status": (str, None), "suite": (dict, None), "left_out": (list, dict),
+    "warnings": (list, str), "calibration": (dict, None), "case_order": (list, str), "resumed": (list, str),
+    "merged_from": (list, dict), "executor": (dict, None),
+}
+"""meta.json's keys that commands read, as (type, type of each item for lists); JSON names them below."""
+
+JSON_NAMES = {str: "a string", dict: "an object", list: "a list"}
+
+
+def _check_meta_types(where: Path, meta: dict[str, Any]) -> None:
+    """A meta.json edited by hand (or cut by another tool) fails here, in one line, not later in a report."""
+    if "run_id" not in meta:
+        raise ResultsError(f"{where}: no run_id")
+    for key, (kind, item) in META_TYPES.items():
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            raise ResultsError(f"{where}: {key} must be {JSON_NAMES[kind]}, got {type(value).__name__} {value!r:.40}")
+        if item is not None and not all(isinstance(element, item) for element in value):
+            raise ResultsError(f"{where}: every item of {key} must be {JSON_NAMES[item]}")
 
 
 def read_run(path: Path, repair: bool = False) -> Run:
@@ -156,9 +181,12 @@ def _bad_lines(bad: list[BadLine], repair: bool) -> list[str]:
 
 def _last_rows(cases: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """One row per case, its last (a case written twice has its last measurement last); how many cases
-    had more than one."""
-    twice = int(cases["case_id"].duplicated(keep="last").groupby(cases["case_id"]).any().sum())
-    return cases.drop_duplicates("case_id", keep="last").reset_index(drop=True), twice
+    had more than one. A case is its case key: two rows of one key under different case ids (a row
+    copied in and its id edited) are one case too."""
+    key = [c for c in CASE_KEY if c in cases]
+    earlier = cases["case_id"].duplicated(keep="last") | cases.duplicated(subset=key, keep="last")
+    twice = len(cases[earlier].drop_duplicates(subset=key))
+    return cases[~earlier].reset_index(drop=True), twice
 
 
 def _last_samples(samples: pd.DataFrame) -> pd.DataFrame:

@@ -97,6 +97,7 @@ class RunWriter:
         lock = RunLock.acquire(Path(path))
         try:
             run = read_run(path, repair=True)
+            _check_appendable(Path(path))
         except BaseException:
             lock.release()
             raise
@@ -164,3 +165,17 @@ class RunWriter:
     def close(self) -> None:
         """Lets go of the run directory, for the next writer."""
         self.lock.release()
+
+
+def _check_appendable(path: Path) -> None:
+    """The files a resume appends to and rewrites, checked before anything is measured: a read-only
+    cases.csv found after a group's timing would cost that group and leave its samples behind."""
+    for name in (META_FILE, CASES_FILE, SAMPLES_FILE, SITES_FILE):
+        file = path / name
+        if not file.exists():
+            continue
+        try:
+            with file.open("a"):
+                pass
+        except OSError as error:
+            raise ResultsError(f"{file}: cannot be written ({error.strerror}); a resume appends to it") from None
