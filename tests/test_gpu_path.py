@@ -124,6 +124,16 @@ def test_gpu_check_plans_on_a_cpu_and_refuses_to_run_without_cuda(capsys):
         assert "gpu-check needs a CUDA GPU" in capsys.readouterr().err
 
 
+def test_gpu_check_refuses_an_out_it_cannot_write_before_the_tests(tmp_path, monkeypatch, capsys):
+    import attnbench.cli.gpu_check as gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_check, "check", lambda *args: pytest.fail("the check ran"))
+    blocking = write(tmp_path / "a-file", "")
+    assert main(["--config", str(REPO / "attnbench.toml"), "gpu-check", "--out", str(blocking)]) == 2
+    assert f"--out {blocking} is a file; accepted: a folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("tests_exit, exit_code", [(0, 0), (1, 1)])
 def test_gpu_check_runs_tests_suite_and_report_into_one_folder(project_dir, project, tmp_path, monkeypatch, capsys,
                                                                 tests_exit, exit_code):

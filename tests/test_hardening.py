@@ -244,6 +244,12 @@ def replace_value(path: Path, column: str, value: str, line: int = 2) -> None:
          r"attention_sites\.csv:2: column channels: value '6x' is not an integer"),
         (lambda d: (d / "samples.csv").write_text((d / "samples.csv").read_text()[:-3]),
          r"samples\.csv:\d+: the line is cut off \(no line end\)"),
+        (lambda d: replace_value(d / "samples.csv", "latency_ms", "-5", line=3),
+         r"samples\.csv:3: column latency_ms: value '-5' is not a time \(a finite number >= 0\)"),
+        (lambda d: replace_value(d / "samples.csv", "wall_ms", "nan", line=2),
+         r"samples\.csv:2: column wall_ms: value 'nan' is not a time"),
+        (lambda d: replace_value(d / "cases.csv", "batch_size", "-3"),
+         r"cases\.csv:2: column batch_size: value '-3' is not a count \(an integer >= 1\)"),
     ],
 )
 def test_a_damaged_file_is_named_and_resume_measures_its_case_again(run_dir: Path, capsys, damage, message):
@@ -486,6 +492,55 @@ def test_a_baseline_the_gate_cannot_use_is_refused_before_the_run(run_dir: Path,
     error = one_line_error(capsys, ["run", "--suite", "tiny", "--baseline", str(run_dir), "--fail-on-regression"])
     assert f"baseline {run_dir} has no latency_ms samples" in error
     assert find_runs(run_dir.parent) == before  # nothing was measured
+
+
+@pytest.mark.parametrize("flag", [["--backbone", "resnet18"], ["--attention", "se"], ["--device", "cpu"],
+                                  ["--runtime", "eager"], ["--calibrate"], ["--out", "elsewhere"]])
+def test_options_a_resume_cannot_apply_are_refused(run_dir: Path, capsys, flag):
+    error = one_line_error(capsys, ["run", "--resume", str(run_dir), *flag])
+    assert f"{flag[0]} goes with --suite; --resume finishes the run's recorded grid" in error
+    assert not Path("elsewhere").exists()
+
+
+def test_force_alone_is_refused(project_dir: Path, monkeypatch, capsys):
+    monkeypatch.chdir(project_dir)
+    assert "--force goes with --resume" in one_line_error(capsys, ["run", "--suite", "tiny", "--force"])
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("batch_sizes = [1, 1]", "grid.batch_sizes: values must be distinct, got [1, 1]"),
+    ('backbones = ["resnet18", "resnet18"]', "grid.backbones: values must be distinct"),
+    ('modes = ["eval", "eval"]', "grid.modes: values must be distinct"),
+])
+def test_a_grid_value_named_twice_is_refused(project, tmp_path: Path, line: str, message: str):
+    key = line.split(" =")[0]
+    text = "\n".join(line if row.startswith(key + " =") else row for row in TINY_SUITE.splitlines())
+    if key not in TINY_SUITE:
+        text = text.replace("[grid]", f"[grid]\n{line}")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_suite(str(write(tmp_path / "twice.toml", text)), project)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", ["max_seconds", "warmup_seconds", "precision", "max_case_seconds"])
+def test_timing_numbers_are_finite(project, tmp_path: Path, key: str, value: str):
+    text = TINY_SUITE.replace("[timing]", f"[timing]\n{key} = {value}")
+    if f"\n{key} =" in TINY_SUITE:
+        text = "\n".join(row for row in text.splitlines() if not (row.startswith(f"{key} =") and value not in row))
+    with pytest.raises(ConfigError, match=f"timing.{key}: expected a finite number, got {value}"):
+        load_suite(str(write(tmp_path / "nan.toml", text)), project)
+
+
+def test_command_line_mistakes_are_one_line_with_where_to_read_more(capsys):
+    assert main_exit(["profile", "--batch", "abc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "attnbench profile: error: argument --batch: invalid int value: 'abc' (see attnbench profile --help)"
+
+
+def main_exit(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
 
 
 def test_max_case_seconds_must_leave_time_to_time_a_case(project, tmp_path: Path):

@@ -13,8 +13,16 @@ from attnbench.errors import AttnbenchError
 
 from attnbench.cli import run, report, compare, calibrate, latest, merge, listing, profile, gpu_check  # noqa: E402,F401,I001  (registers the commands in this order)
 
+class OneLineParser(argparse.ArgumentParser):
+    """A mistake on the command line is one line, like every other error, saying where to read more
+    (argparse's own prints the whole usage block first). Subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="attnbench", description="Benchmark channel and spatial attention modules in CNN backbones."
     )
     parser.add_argument("--config", help="path to attnbench.toml (default: nearest in cwd or its parents)")

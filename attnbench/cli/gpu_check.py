@@ -17,7 +17,8 @@ import pandas as pd
 
 from attnbench.cli.base import command, console, project_of
 from attnbench.config import ProjectConfig, SuiteSpec, expand_grid, load_suite
-from attnbench.errors import DeviceError, ResultsError
+from attnbench.errors import DeviceError
+from attnbench.outputs import prepare_output, write_text
 
 SUITE = "gpu-check"
 TESTS_S = 90.0
@@ -47,12 +48,8 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
         return 0
     if not torch.cuda.is_available():
         raise DeviceError("gpu-check needs a CUDA GPU; accepted: a machine where torch.cuda.is_available(), or --dry-run")
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ResultsError(f"--out {out}: cannot create it: {error.strerror}") from None
-    return check(suite, project, out)
+    # Checked before the ~90 s of tests, whose log is the first thing written there.
+    return check(suite, project, prepare_output(Path(args.out), "--out", folder=True))
 
 
 def check(suite: SuiteSpec, project: ProjectConfig, out: Path) -> int:
@@ -66,7 +63,7 @@ def check(suite: SuiteSpec, project: ProjectConfig, out: Path) -> int:
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], capture_output=True, text=True
     )
-    (out / "pytest-gpu.log").write_text(tests.stdout + tests.stderr)
+    write_text(out / "pytest-gpu.log", tests.stdout + tests.stderr, "--out")
     run_dir = run_suite(suite, project, out / "results")
     report = write_report(run_dir, out / "report.md")
     run = read_run(run_dir)

@@ -58,6 +58,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if bool(args.suite) == bool(args.resume):
         raise UsageError("run needs exactly one of --suite NAME|PATH and --resume RUN_DIR")
+    if args.resume:
+        ignored = [flag for flag, given in (("--out", args.out), ("--device", args.device), ("--backbone", args.backbone),
+                   ("--attention", args.attention), ("--runtime", args.runtime), ("--calibrate", args.calibrate)) if given]
+        if ignored:
+            raise UsageError(
+                f"{ignored[0]} goes with --suite; --resume finishes the run's recorded grid, where it is"
+            )
+    if args.force and not (args.resume or args.baseline):
+        raise UsageError("--force goes with --resume (a changed suite file) or --baseline (another suite)")
     if args.fail_on_regression and not args.baseline:
         raise UsageError("--fail-on-regression needs --baseline PATH, the run to compare with")
     if not args.baseline and gate_flags_given(args):

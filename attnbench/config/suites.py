@@ -75,15 +75,15 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> t
 
     # `compile`: the older form of `runtimes`
     section = Section(data, source, "grid", (*GridSpec.__dataclass_fields__, "compile"))
-    backbones = section.list_of("backbones", str)
+    backbones = section.distinct("backbones", section.list_of("backbones", str))
     for name in backbones:
         if name not in BACKBONES:
             raise ConfigError(
                 f"{section.where('backbones')}: " + unknown_name_message("backbone", name, BACKBONES.names())
             )
     entries = _attention_entries(section.get("attention", list), section)
-    batch_sizes = section.list_of("batch_sizes", int)
-    resolutions = section.list_of("resolutions", int)
+    batch_sizes = section.distinct("batch_sizes", section.list_of("batch_sizes", int))
+    resolutions = section.distinct("resolutions", section.list_of("resolutions", int))
     for key, values in (("batch_sizes", batch_sizes), ("resolutions", resolutions)):
         bad = [value for value in values if value < 1]
         if bad:
@@ -93,8 +93,8 @@ def _grid(data: dict[str, Any], source: Path | str, project: ProjectConfig) -> t
         small = [r for r in resolutions if r < minimum]
         if small:
             raise ConfigError(f"{section.where('resolutions')}: {small[0]} is too small for {name}; accepted: >= {minimum}")
-    dtypes = section.list_of("dtypes", str, ("float32",))
-    modes = section.list_of("modes", str, ("eval",))
+    dtypes = section.distinct("dtypes", section.list_of("dtypes", str, ("float32",)))
+    modes = section.distinct("modes", section.list_of("modes", str, ("eval",)))
     for key, values, accepted in (("dtypes", dtypes, DTYPES), ("modes", modes, MODES)):
         for value in values:
             if value not in accepted:

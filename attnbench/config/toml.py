@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class Section:
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"{self.where(key)}: expected {names}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf; no budget is either
+            raise ConfigError(f"{self.where(key)}: expected a finite number, got {value!r}")
         return value
 
     def positive_int(self, key: str, default: Any = ..., minimum: int = 1) -> int:
@@ -85,9 +88,12 @@ class Section:
             raise ConfigError(f"{self.where(key)}: must not be empty")
         return tuple(self.check(key, value, kind) for value in values)
 
-    def bools(self, key: str) -> tuple[bool, ...]:
-        """A list of distinct booleans, defaulting to [false]: a grid axis that can be switched on."""
-        values = self.list_of(key, bool, (False,))
+    def distinct(self, key: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A grid axis names each value once: a repeated one would plan a case twice."""
         if len(set(values)) != len(values):
             raise ConfigError(f"{self.where(key)}: values must be distinct, got {list(values)}")
         return values
+
+    def bools(self, key: str) -> tuple[bool, ...]:
+        """A list of distinct booleans, defaulting to [false]: a grid axis that can be switched on."""
+        return self.distinct(key, self.list_of(key, bool, (False,)))

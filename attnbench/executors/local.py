@@ -76,6 +76,12 @@ def plan_pins(device: torch.device, workers: int | None, threads: int | None) ->
         entries = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
     else:
         count = workers or max(1, len(cores) // (threads or 1))
+        if count > len(cores):
+            # Two workers on one core time each other's work: every number of both would be wrong.
+            raise DeviceError(
+                f"--workers {count}: {len(cores)} CPU core(s) usable here and each worker needs one of its own; "
+                f"accepted: 1 to {len(cores)}"
+            )
     share = max(1, len(cores) // count)
     per_worker = min(threads, share) if threads else share
     disjoint = count * per_worker <= len(cores)

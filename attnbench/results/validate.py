@@ -9,6 +9,7 @@ named by file, line and column.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,20 @@ def _integer(value: str) -> str | None:
     return None if whole else "is not an integer"
 
 
+def _duration(value: str) -> str | None:
+    """A time: a finite number, not below zero (NaN is how a hand edit or a broken timer shows)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return "is not a number"
+    return None if math.isfinite(number) and number >= 0 else "is not a time (a finite number >= 0)"
+
+
+def _count(value: str) -> str | None:
+    """A grid size: a whole number from 1 up."""
+    return _integer(value) or (None if float(value) >= 1 else "is not a count (an integer >= 1)")
+
+
 def _flag(value: str) -> str | None:
     return None if value.strip().lower() in FLAG_VALUES else "is not true or false"
 
@@ -54,10 +69,19 @@ def _status(value: str) -> str | None:
 
 Check = Callable[[str], "str | None"]
 
+COUNT_COLUMNS = frozenset({"batch_size", "resolution"})
+DURATION_COLUMNS = frozenset({"latency_ms", "wall_ms", "latency_ms_median", "wall_ms_median"})
+"""Columns whose values must also make sense, not only parse: a batch of -3 or a latency of -5 ms is an
+edited or corrupted file, not a measurement."""
+
 
 def _check_of(column: str) -> Check | None:
     if column == "status":
         return _status
+    if column in COUNT_COLUMNS:
+        return _count
+    if column in DURATION_COLUMNS:
+        return _duration
     if column in INTEGER_COLUMNS:
         return _integer
     if column in NUMBER_COLUMNS:

@@ -29,9 +29,7 @@ def parse_runtimes(section: Section, device: str) -> tuple[str, ...]:
             raise ConfigError(f"{section.where('compile')}: give `runtimes` only (`compile` is its older form)")
         return tuple(COMPILE_AXIS[value] for value in section.bools("compile"))
     where = section.where("runtimes")
-    names = section.list_of("runtimes", str, (EAGER,))
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: values must be distinct, got {list(names)}")
+    names = section.distinct("runtimes", section.list_of("runtimes", str, (EAGER,)))
     for name in names:
         if name not in RUNTIMES:
             raise ConfigError(f"{where}: " + unknown_name_message("runtime", name, RUNTIMES.names()))
