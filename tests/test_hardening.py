@@ -543,6 +543,28 @@ def main_exit(argv: list[str]) -> int:
     return exit_info.value.code
 
 
+@pytest.mark.parametrize(("entry", "message"), [
+    ('{ name = "se", label = "none" }', "label 'none' names the plain backbone"),
+    ('{ name = "se", backbones = [] }', "backbones must be a non-empty list of backbone names"),
+])
+def test_attention_entries_that_would_read_wrong_are_refused(project, tmp_path: Path, entry: str, message: str):
+    text = TINY_SUITE.replace('attention = ["none", "se"]', f'attention = ["se", {entry}]')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_suite(str(write(tmp_path / "entry.toml", text)), project)
+
+
+def test_a_suite_that_is_a_folder_or_missing_from_an_empty_suites_folder(project_dir: Path, monkeypatch, capsys):
+    monkeypatch.chdir(project_dir)
+    assert "is a folder; accepted: a suite name or a .toml file" in one_line_error(capsys, ["run", "--suite", "suites"])
+    for path in (project_dir / "suites").glob("*.toml"):
+        path.unlink()
+    assert "holds no .toml files" in one_line_error(capsys, ["run", "--suite", "smoke"])
+
+
+def test_report_of_one_run_twice_is_refused(run_dir: Path, capsys):
+    assert "both are run" in one_line_error(capsys, ["report", str(run_dir), str(run_dir)])
+
+
 def test_max_case_seconds_must_leave_time_to_time_a_case(project, tmp_path: Path):
     text = TINY_SUITE.replace("max_seconds = 0.05", "max_seconds = 2\nmax_case_seconds = 1")
     with pytest.raises(ConfigError, match=r"max_case_seconds \(1\) must be > max_seconds \(2\)"):

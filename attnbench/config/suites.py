@@ -29,11 +29,18 @@ def resolve_suite_path(name_or_path: str, project: ProjectConfig) -> Path:
     """A path to a suite file, or a suite name looked up in the project's suites folder."""
     as_path = Path(name_or_path)
     if as_path.suffix == ".toml" or as_path.exists() or "/" in name_or_path:
+        if as_path.is_dir():
+            raise ConfigError(f"suite file {name_or_path!r} is a folder; accepted: a suite name or a .toml file")
         if not as_path.is_file():
             raise ConfigError(f"suite file {name_or_path!r} not found")
         return as_path
     candidate = project.suites_dir / f"{name_or_path}.toml"
     if not candidate.is_file():
+        if not list_suites(project):
+            raise UnknownNameError(
+                f"unknown suite {name_or_path!r}: the suites folder {project.suites_dir} holds no .toml files "
+                "(attnbench.toml's suites_dir); give a suite file's path"
+            )
         raise UnknownNameError(unknown_name_message("suite", name_or_path, list_suites(project)))
     return candidate
 
@@ -179,6 +186,8 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def _entry_from_table(value: dict[str, Any]) -> AttentionEntry:
+    from attnbench.modules import BASELINE
+
     options = dict(value)
     key = options.pop("name", None)
     if not isinstance(key, str):
@@ -188,8 +197,10 @@ def _entry_from_table(value: dict[str, Any]) -> AttentionEntry:
     only = options.pop("backbones", [])
     if label is not None and not isinstance(label, str):
         raise ConfigError(f"label must be a string, got {label!r}")
-    if not isinstance(only, list) or not all(isinstance(b, str) for b in only):
-        raise ConfigError(f"backbones must be a list of backbone names, got {only!r}")
+    if not isinstance(only, list) or not all(isinstance(b, str) for b in only) or "backbones" in value and not only:
+        raise ConfigError(f"backbones must be a non-empty list of backbone names (leave it out for all), got {only!r}")
+    if label == BASELINE and key != BASELINE:
+        raise ConfigError(f"label 'none' names the plain backbone, which every overhead is taken over; give {key!r} another")
     return replace(attention_entry(key, options, label, placement), backbones=tuple(only))
 
 

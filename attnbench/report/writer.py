@@ -78,6 +78,8 @@ def build_report(
             if not is_run_dir(path):
                 read_run(path)  # raises the precise reason: missing, or no meta.json
         a, b = (read_run(p) for p in paths)
+        if a.run_id == b.run_id:
+            raise ResultsError(f"report A B: both are run {a.run_id}; a comparison takes two different runs")
         return Report((b,), paths[1], baseline=a, options=options)
     if len(paths) != 1:
         raise ResultsError(f"report takes one run directory or results root, or two run directories; got {len(paths)}")
