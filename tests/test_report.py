@@ -202,7 +202,10 @@ def test_two_runs_are_compared_by_the_gates_engine(root: Path) -> None:
 
 
 def test_two_runs_without_latency_say_so(root: Path) -> None:
-    text = write_report([root / COMPLEXITY, root / COMPLEXITY]).read_text()
+    again = Path(shutil.copytree(root / COMPLEXITY, root.parent / "again" / "20260107T090000-000000"))
+    meta = json.loads((again / "meta.json").read_text())
+    (again / "meta.json").write_text(json.dumps({**meta, "run_id": again.name}))
+    text = write_report([root / COMPLEXITY, again]).read_text()
     assert "No case can be compared:" in text and "has no latency_ms samples" in text
 
 
