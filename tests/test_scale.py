@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,6 +258,8 @@ def test_merge_refuses_what_is_not_one_grid_unless_forced(project, tmp_path, pro
         merge_runs([first, second], tmp_path / "m")
     with pytest.raises(ResultsError, match="at least two"):
         merge_runs([first], tmp_path / "m")
+    with pytest.raises(ResultsError, match=re.escape(f"{tmp_path / 's'} is a folder of runs: pass its shards'")):
+        merge_runs([tmp_path / "s"], tmp_path / "m")
     forced = read_run(merge_runs([first, second, whole], tmp_path / "m", force=True))
     assert forced.cases["case_id"].is_unique and len(forced.cases) == 4
     assert any("different threads" in w for w in forced.meta["warnings"])

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.errors import ResultsError
-from attnbench.results.reader import Run, read_run
+from attnbench.results.reader import Run, is_run_dir, read_run
 from attnbench.results.schema import CASE_COLUMNS, CASES_FILE, SAMPLES_FILE, SITES_FILE, case_key
 from attnbench.results.writer import RunWriter, atomic_write_text, utc_now
 
@@ -63,7 +63,9 @@ def merge_runs(paths: list[Path], out_root: Path, force: bool = False) -> Path:
     """Writes the runs at `paths` as one new run directory in `out_root` and returns it. Cases keep the first
     run's row where `force` lets a case in twice."""
     if len(paths) < 2:
-        raise ResultsError("merge needs at least two run directories")
+        root = [path for path in paths if Path(path).is_dir() and not is_run_dir(Path(path))]
+        hint = f"; {root[0]} is a folder of runs: pass its shards' run directories ({root[0]}/*)" if root else ""
+        raise ResultsError(f"merge needs at least two run directories{hint}")
     runs = [read_run(path) for path in paths]
     if len({run.run_id for run in runs}) < len(runs):
         raise ResultsError("merge: the same run is given twice")
