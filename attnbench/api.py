@@ -116,9 +116,10 @@ ATTENTION_COLUMNS = ("params_attention", "macs_attention", "flops_attention", "b
 
 
 def complexity(model: nn.Module, input_shape: Sequence[int], *, dtype: str = "float32") -> dict[str, Any]:
-    """The `complexity` metric of one inference forward on an (N, C, H, W) input, counted (on real tensors
-    up to 256 x 256 pixels, on fake tensors that allocate nothing above): cases.csv's columns (`params`, `macs`, `flops`, `bytes_eager`, `bytes_min`, ..., `uncounted_ops` as
-    {op: calls}) and `sites`, one row per attention instance with its formula and counted parameters.
+    """The `complexity` metric of one inference forward on an (N, C, H, W) input, counted on real tensors
+    up to 256 x 256 pixels and on fake tensors (which allocate nothing) above: cases.csv's columns
+    (`params`, `macs`, `flops`, `bytes_eager`, `bytes_min`, ..., `uncounted_ops` as {op: calls}) and
+    `sites`, one row per attention instance with its formula and counted parameters.
 
     For a model from build_model the `*_attention` columns and `formula_ok` split out the attention
     modules; for any other module they are None and `sites` is empty. float16/bfloat16 count the forward
@@ -302,8 +303,9 @@ def compare_runs(
         strict_env, absolute=absolute, across_suites=force,
     )
     frame = comparison_records(comparison)
-    passed = comparison.passed and not (fail_on_inconclusive and comparison.of(gate.Verdict.INCONCLUSIVE))
-    frame.attrs.update(passed=passed, metric=comparison.metric, warnings=list(comparison.warnings))
+    frame.attrs.update(
+        passed=comparison.passes(fail_on_inconclusive), metric=comparison.metric, warnings=list(comparison.warnings)
+    )
     return frame
 
 

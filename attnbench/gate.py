@@ -214,6 +214,10 @@ class Comparison:
     def passed(self) -> bool:
         return not self.gate_failures
 
+    def passes(self, fail_on_inconclusive: bool = False) -> bool:
+        """The gate's outcome; with `fail_on_inconclusive`, a case noise left undecided fails it too."""
+        return self.passed and not (fail_on_inconclusive and self.of(Verdict.INCONCLUSIVE))
+
 
 def _keyed(run: Run) -> dict[tuple[str, ...], pd.Series]:
     """Rows by case key; a case measured twice in one run keeps its last row (a resumed case)."""

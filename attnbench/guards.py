@@ -37,39 +37,43 @@ def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C and a job scheduler's kill: both end a run the same way."""
+
+
 @contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM is handled like Ctrl-C, so a killed job leaves a consistent run directory behind."""
+def _stop_signals_handled_by(handler) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `handler` inside the block, to the handlers before it after (main thread only:
+    signals are delivered there)."""
     if not in_main_thread():
         yield
         return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM is handled like Ctrl-C, so a killed job leaves a consistent run directory behind."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    with _stop_signals_handled_by(handler):
+        yield
 
 
 @contextmanager
 def deferred_signals() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block ends, then raise Interrupted: for the few writes that close
     a run, which a signal must not cut in half (a run left marked running, its lock held)."""
-    if not in_main_thread():
-        yield
-        return
     arrived: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _stop_signals_handled_by(lambda signum, frame: arrived.append(signum)):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
     if arrived:
         raise Interrupted(arrived[0])
 

@@ -60,7 +60,7 @@ def run_gate(
 ) -> bool:
     """Compares two runs, prints the table and warnings, writes Markdown to `out` (a path already
     prepared); True when it passes. `args.force` compares runs of different suites."""
-    from attnbench.gate import Verdict, compare_runs
+    from attnbench.gate import compare_runs
     from attnbench.report.compare import comparison_markdown, comparison_table
 
     comparison = compare_runs(
@@ -72,4 +72,4 @@ def run_gate(
     if out is not None:
         write_text(out, comparison_markdown(comparison), "comparison")
         console.print(f"comparison written to {out}", markup=False, highlight=False, soft_wrap=True)
-    return comparison.passed and not (args.fail_on_inconclusive and comparison.of(Verdict.INCONCLUSIVE))
+    return comparison.passes(args.fail_on_inconclusive)

@@ -13,22 +13,25 @@ from attnbench.registry import unknown_name_message
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: cannot read the file (permission denied)") from None
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read the file ({error.strerror or error})") from None
+        raise ConfigError(f"{path}: cannot read the file ({(error.strerror or str(error)).lower()})") from None
+    if data.startswith(BYTE_ORDER_MARK):
+        raise ConfigError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file; a TOML file is UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
-        if "Invalid statement (at line 1, column 1)" in str(error) and path.read_bytes().startswith(b"\xef\xbb\xbf"):
-            raise ConfigError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM") from None
         raise ConfigError(f"{path}: malformed TOML: {error}") from None
+
+
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+"""Editors on Windows may start UTF-8 files with it; tomllib reads it as an invalid statement at 1:1."""
 
 
 class Section:

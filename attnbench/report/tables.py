@@ -31,8 +31,9 @@ OVERHEAD_OF = {
 ADDED_OF = {"kernel_count": "launches_added"}
 """Measured column -> the column of its difference from the same group's `none` case."""
 
-SHARE_OF = {"macs": "macs", "flops": "flops", "bytes_eager": "bytes", "latency_ms_median": "latency"}
-"""Measured column -> prefix of its `<prefix>_share_pct`: the part of the whole network the module adds."""
+SHARE_OF = {"macs": "macs", "flops": "flops", "bytes_eager": "bytes"}
+"""Counted column -> prefix of its `<prefix>_share_pct`: the part of the whole network the module adds.
+The latency share comes from the latency overhead (paired where the run has it), not from two medians."""
 
 TableFn = Callable[[pd.DataFrame], pd.DataFrame]
 TABLES: Registry[TableFn] = Registry("report table")
@@ -238,8 +239,7 @@ def shares_of(overhead: pd.DataFrame) -> pd.DataFrame:
     out = ok[KEY].copy()
     for column in columns:
         out[f"{SHARE_OF[column]}_share_pct"] = (1 - ok[f"base_{column}"] / ok[column]) * 100
-    if "latency_share_pct" in out:
-        # From the overhead (paired where the run has it), so the share and the overhead tables agree.
+    if "base_latency_ms_median" in overhead:
         out["latency_share_pct"] = (1 - 100 / (100 + ok["latency_overhead_pct"])) * 100
     if measured(ok, ["module_latency_ms_median", "latency_ms_median"]) == [
         "module_latency_ms_median",
