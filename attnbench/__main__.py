@@ -1,5 +1,3 @@
-import sys
+from attnbench.cli import entry
 
-from attnbench.cli import main
-
-sys.exit(main())
+entry()

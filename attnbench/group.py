@@ -16,7 +16,7 @@ import torch
 from attnbench.backbones import BuiltModel, build_model, get_backbone
 from attnbench.config import CaseSpec
 from attnbench.errors import AttnbenchError, DeviceError
-from attnbench.guards import CaseTimeout, preserved_torch_state, time_limit
+from attnbench.guards import preserved_torch_state
 from attnbench.measure import METRICS, MeasureContext, MetricResult
 from attnbench.measure.footprint import check_fits
 from attnbench.measure.graphs import graph_columns
@@ -25,6 +25,7 @@ from attnbench.measure.timing import GroupTimings, latency_columns, time_group
 from attnbench.process import release_memory
 from attnbench.runtimes import OutputMismatch, uses_dynamo
 from attnbench.schedule import Group
+from attnbench.signals import CaseTimeout, time_limit
 
 OUT_OF_MEMORY = (
     "DefaultCPUAllocator: can't allocate memory",

@@ -16,7 +16,7 @@ from attnbench.config import CaseSpec, ProjectConfig, SuiteSpec, expand_grid, lo
 from attnbench.errors import ConfigError, DeviceError, ResultsError
 from attnbench.estimate import estimate_seconds
 from attnbench.executors import Executor, ExecutorChoice, GroupOutcome, GroupPool, make_executor
-from attnbench.guards import Interrupted, deferred_signals, interruptible
+from attnbench.signals import Interrupted, deferred_signals, interruptible
 from attnbench.measure.bandwidth import roofline_columns
 from attnbench.measure.env import environment
 from attnbench.process import configure_process, resolve_device

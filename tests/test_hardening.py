@@ -588,6 +588,27 @@ def test_run_errors_start_with_the_error_not_a_blank_line(project_dir: Path):
     assert len(result.stderr.splitlines()) == 1
 
 
+LATE_CTRL_C = """
+import atexit, os, signal, sys, time
+from attnbench.cli import entry
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))
+sys.argv = ["attnbench", "list", "backbones"]
+entry()
+"""
+
+
+def test_a_ctrl_c_while_the_process_exits_ends_it_at_once_without_a_trace():
+    """A second Ctrl-C shortly after the first lands in Python's shutdown (atexit callbacks): it exits 130
+    there, with nothing printed, instead of "Exception ignored in atexit callback" and a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_CTRL_C], env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 130
+    assert "resnet18" in result.stdout  # the command's output was flushed before the exit
+    assert result.stderr == ""
+
+
 def test_attention_filter_takes_keys_and_labels(project, tmp_path: Path):
     text = TINY_SUITE.replace('["none", "se"]', '["none", "se", { name = "se", label = "se-bias", bias = true }]')
     suite = load_suite(str(write(tmp_path / "s.toml", text)), project)

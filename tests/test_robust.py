@@ -134,7 +134,7 @@ def test_a_case_stopped_inside_torch_contexts_leaves_no_state_behind(project, pr
 
 
 def test_timeout_fires_again_after_a_swallowed_signal(project, project_dir, failing):
-    from attnbench.guards import CaseTimeout
+    from attnbench.signals import CaseTimeout
 
     swallowed: list[bool] = []
 

@@ -10,6 +10,7 @@ import sys
 
 from attnbench.cli.base import COMMANDS, error_console
 from attnbench.errors import AttnbenchError
+from attnbench.signals import quit_on_stop_signals
 
 from attnbench.cli import run, report, compare, calibrate, latest, merge, listing, profile, gpu_check  # noqa: E402,F401,I001  (registers the commands in this order)
 
@@ -45,5 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def entry() -> None:
+    """The console script: the command, then an exit that a late Ctrl-C cannot turn into a traceback
+    (main itself leaves the signal handlers alone, for Python callers)."""
+    code = main()
+    quit_on_stop_signals()
+    sys.exit(code)

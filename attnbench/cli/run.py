@@ -51,7 +51,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from attnbench.calibration import with_twin
     from attnbench.executors import ExecutorChoice
-    from attnbench.guards import Interrupted
+    from attnbench.signals import Interrupted
     from attnbench.progress import progress_bar
     from attnbench.results import read_meta, read_run
     from attnbench.runner import resume_run, run_suite

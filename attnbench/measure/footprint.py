@@ -35,7 +35,7 @@ import torch
 from attnbench.backbones import BuiltModel, build_model
 from attnbench.config import CaseSpec
 from attnbench.errors import DeviceError
-from attnbench.guards import CaseTimeout
+from attnbench.signals import CaseTimeout
 from attnbench.measure.memory import StorageTracker
 
 MEMORY_HEADROOM = 0.9
