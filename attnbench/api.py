@@ -202,7 +202,7 @@ def run_suite(
 ) -> Run:
     """Runs a suite as `attnbench run` does and returns its run, read back.
 
-    `suite` is a name in the project's suites folder, a suite file, or a dict in the suite file's form
+    `suite` is a suite's name (built-in or the project's), a suite file, or a dict in the suite file's form
     (named `python` unless it says otherwise). `backbone`, `attention`, `runtime` and `device` narrow it
     like the command's options; `out` is the results root (default: attnbench.toml's results_dir). The project's
     threads, cuDNN and allocator settings are applied to this process, as the command applies them.

@@ -62,7 +62,8 @@ def test_unknown_suite_and_missing_report_path(in_project: Path, capsys):
     assert main(["report", "nowhere"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
-        "attnbench: error: unknown suite 'smok': accepted: tiny",
+        "attnbench: error: unknown suite 'smok': did you mean 'smoke'? accepted: compile, complexity, cpu-latency, "
+        "deploy-cpu, deploy-gpu, gpu-check, gpu-latency, gpu-train, native, native-gpu, paper-tables, smoke, tiny",
         "attnbench: error: results path nowhere does not exist",
     ]
 

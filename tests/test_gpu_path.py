@@ -13,7 +13,15 @@ import torch
 
 from attnbench.backbones import build_model
 from attnbench.cli import main
-from attnbench.config import TimingSpec, attention_entry, expand_grid, load_suite, make_case, parse_suite
+from attnbench.config import (
+    BUILT_IN_SUITES,
+    TimingSpec,
+    attention_entry,
+    expand_grid,
+    load_suite,
+    make_case,
+    parse_suite,
+)
 from attnbench.estimate import estimate_seconds
 from attnbench.measure.complexity import Precision, count_complexity
 from attnbench.measure.gpu_state import GpuState, driver_facts, read_state, state_columns
@@ -107,7 +115,7 @@ def test_a_throttled_case_is_a_warning_in_the_report():
 
 
 def test_the_estimate_grows_with_the_budget_and_counts_worker_start_ups(project):
-    suite = load_suite(str(REPO / "suites" / "gpu-check.toml"), project)
+    suite = load_suite(str(BUILT_IN_SUITES / "gpu-check.toml"), project)
     cases = expand_grid(suite, "cuda")
     estimate = estimate_seconds(suite, "cuda", cases)
     assert estimate_seconds(replace(suite, timing=replace(suite.timing, max_seconds=2.0)), "cuda", cases) > estimate

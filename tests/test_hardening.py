@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from attnbench.cli import main
-from attnbench.config import attention_entry, filter_suite, load_project, load_suite
+from attnbench.config import BUILT_IN_SUITES, attention_entry, filter_suite, list_suites, load_project, load_suite
 from attnbench.errors import ConfigError, GateError, ResultsError
 from attnbench.gate import compare_runs
 from attnbench.modules import ATTENTION
@@ -553,12 +553,30 @@ def test_attention_entries_that_would_read_wrong_are_refused(project, tmp_path: 
         load_suite(str(write(tmp_path / "entry.toml", text)), project)
 
 
-def test_a_suite_that_is_a_folder_or_missing_from_an_empty_suites_folder(project_dir: Path, monkeypatch, capsys):
+def test_a_suite_that_is_a_folder_or_unknown(project_dir: Path, monkeypatch, capsys):
     monkeypatch.chdir(project_dir)
     assert "is a folder; accepted: a suite name or a .toml file" in one_line_error(capsys, ["run", "--suite", "suites"])
-    for path in (project_dir / "suites").glob("*.toml"):
-        path.unlink()
-    assert "holds no .toml files" in one_line_error(capsys, ["run", "--suite", "smoke"])
+    message = one_line_error(capsys, ["run", "--suite", "smok"])
+    assert "unknown suite 'smok'" in message and "smoke" in message and "tiny" in message
+
+
+def test_built_in_suites_are_found_from_any_folder(tmp_path: Path, monkeypatch):
+    """An installed attnbench has its suites wherever it runs: no project, no suites folder."""
+    monkeypatch.chdir(tmp_path)
+    project = load_project()
+    assert not project.suites_dir.exists()
+    assert {"smoke", "cpu-latency", "gpu-latency", "gpu-check"} <= set(list_suites(project))
+    assert load_suite("smoke", project).source == BUILT_IN_SUITES / "smoke.toml"
+
+
+def test_a_project_suite_replaces_the_built_in_one_of_its_name(project_dir: Path, monkeypatch, capsys):
+    monkeypatch.chdir(project_dir)
+    write(project_dir / "suites" / "smoke.toml", TINY_SUITE.replace('name = "tiny"', 'name = "my-smoke"'))
+    project = load_project()
+    assert load_suite("smoke", project).name == "my-smoke"
+    assert main(["list", "suites"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1].strip()}
+    assert " suites " in rows["smoke"] and " suites " in rows["tiny"] and " built-in " in rows["gpu-check"]
 
 
 def test_report_of_one_run_twice_is_refused(run_dir: Path, capsys):

@@ -333,7 +333,7 @@ def test_a_suite_file_that_is_not_utf8_text_is_one_line(project_dir, monkeypatch
     assert f"binary.toml: {message}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["list", "suites"]) == 0  # the listing shows the broken file with its error
     listed = " ".join(capsys.readouterr().out.split())
-    assert "binary - - cannot be loaded:" in listed and message.split()[-1] in listed
+    assert "binary - - suites cannot be loaded:" in listed and message.split()[-1] in listed
 
 
 def test_an_unreadable_suite_file_is_one_line(project_dir, monkeypatch, capsys):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from attnbench.cli import main
-from attnbench.config import SlurmConfig, expand_grid, load_project, load_suite, parse_suite
+from attnbench.config import BUILT_IN_SUITES, SlurmConfig, expand_grid, load_project, load_suite, parse_suite
 from attnbench.errors import ConfigError, DeviceError, ResultsError, UsageError
 from attnbench.executors import ExecutorChoice
 from attnbench.executors import local as local_module
@@ -53,8 +53,8 @@ def grid_suite(project, attention=("none", "se"), batch_sizes=(1, 2), backbones=
 
 def smoke(project):
     """The shipped smoke suite (its grid and case ids) with a tiny timing budget: case ids do not depend on it."""
-    suite = load_suite(str(ROOT / "suites" / "smoke.toml"), project)
-    return parse_suite({**suite.raw, "timing": TINY_TIMING}, ROOT / "suites" / "smoke.toml", project)
+    suite = load_suite(str(BUILT_IN_SUITES / "smoke.toml"), project)
+    return parse_suite({**suite.raw, "timing": TINY_TIMING}, BUILT_IN_SUITES / "smoke.toml", project)
 
 
 # --- local workers: pins -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from torch import nn
 
 from attnbench.cli import main
 from attnbench.config import (
-    CaseSpec, ProjectConfig, TimingSpec, attention_entry, expand_grid, load_project, parse_suite,
+    BUILT_IN_SUITES, CaseSpec, ProjectConfig, TimingSpec, attention_entry, expand_grid, load_project, parse_suite,
 )
 from attnbench.errors import ConfigError, DeviceError
 from attnbench.measure import MeasureContext
@@ -305,9 +305,8 @@ def test_tiny_cpu_run_end_to_end(project: ProjectConfig, tmp_path: Path, monkeyp
 def test_cuda_suite_without_cuda_is_one_line_and_exit_2(capsys, tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    suites = Path(__file__).resolve().parents[1] / "suites"
     suite = tmp_path / "gpu.toml"
-    suite.write_text((suites / "gpu-latency.toml").read_text().replace('"mobilenet_v2"', '"resnet18"'))
+    suite.write_text((BUILT_IN_SUITES / "gpu-latency.toml").read_text().replace('"mobilenet_v2"', '"resnet18"'))
     assert main(["run", "--suite", str(suite), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "CUDA is not available" in err
@@ -385,7 +384,7 @@ def test_shipped_timing_suites_parse_to_the_intended_grids(name: str) -> None:
     from attnbench.backbones import BACKBONES
     from attnbench.config import load_suite, read_toml
 
-    missing = [b for b in read_toml(REPO / "suites" / f"{name}.toml")["grid"]["backbones"] if b not in BACKBONES]
+    missing = [b for b in read_toml(BUILT_IN_SUITES / f"{name}.toml")["grid"]["backbones"] if b not in BACKBONES]
     if missing:
         pytest.skip(f"backbone {missing[0]} is not registered on this branch yet")
     suite = load_suite(name, load_project(REPO / "attnbench.toml"))

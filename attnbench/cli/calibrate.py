@@ -12,7 +12,7 @@ from attnbench.errors import ConfigError
 
 
 def _configure_calibrate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help="suite name (from suites/) or path to a suite TOML")
+    parser.add_argument("--suite", required=True, help="a suite's name (built-in or the project's) or a suite file")
     parser.add_argument("--out", help="results root for the run directory (default from attnbench.toml)")
     parser.add_argument("--backbone", nargs="+", help="only these backbones of the suite")
     parser.add_argument("--device", help="auto, cpu or cuda (overrides the suite)")

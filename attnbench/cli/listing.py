@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attnbench.cli.base import command, console, project_of
-from attnbench.config import ProjectConfig, list_suites, load_suite
+from attnbench.config import BUILT_IN_SUITES, ProjectConfig, load_suite, suite_files
 from attnbench.errors import AttnbenchError
 from attnbench.terminal import Column, FittedTable
 
@@ -79,18 +80,27 @@ def _list_backbones(project: ProjectConfig) -> FittedTable:
     return table
 
 
+def _shown(folder: Path) -> str:
+    """A folder as the user would type it: relative to the current directory when inside it."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(folder)
+
+
 def _list_suites(project: ProjectConfig) -> FittedTable:
     table = FittedTable([
         Column("suite"), Column("cases", "number", priority=1), Column("metrics", "text", priority=2, min_width=12),
-        Column("description", "text", priority=3, min_width=20),
+        Column("from", "text", priority=3, min_width=8), Column("description", "text", priority=4, min_width=20),
     ])
-    for name in list_suites(project):
+    for name, path in suite_files(project).items():
+        where = "built-in" if path.parent == BUILT_IN_SUITES else _shown(path.parent)
         try:
-            suite = load_suite(name, project)
+            suite = load_suite(str(path), project)
         except AttnbenchError as error:  # one broken file must not hide the others
-            table.add_row(name, "-", "-", f"cannot be loaded: {error}")
+            table.add_row(name, "-", "-", where, f"cannot be loaded: {error}")
             continue
-        table.add_row(name, str(suite.grid.case_count), ", ".join(suite.metrics), suite.description)
+        table.add_row(name, str(suite.grid.case_count), ", ".join(suite.metrics), where, suite.description)
     return table
 
 

@@ -25,8 +25,22 @@ def metric_names() -> list[str]:
     return ["latency", *METRICS.names()]
 
 
+BUILT_IN_SUITES = Path(__file__).resolve().parent.parent / "suites"
+"""The suites that come with attnbench (package data), found wherever it is installed and run."""
+
+
+def suite_files(project: ProjectConfig) -> dict[str, Path]:
+    """Every suite by name: the built-in ones and the project's suites folder, whose file wins a name both
+    have (a project can adapt smoke.toml without renaming it)."""
+    files: dict[str, Path] = {}
+    for folder in (BUILT_IN_SUITES, project.suites_dir):
+        if folder.is_dir():
+            files.update({path.stem: path for path in folder.glob("*.toml")})
+    return dict(sorted(files.items()))
+
+
 def resolve_suite_path(name_or_path: str, project: ProjectConfig) -> Path:
-    """A path to a suite file, or a suite name looked up in the project's suites folder."""
+    """A path to a suite file, or a suite name: the project's suites folder first, then the built-in suites."""
     as_path = Path(name_or_path)
     if as_path.suffix == ".toml" or as_path.exists() or "/" in name_or_path:
         if as_path.is_dir():
@@ -34,21 +48,14 @@ def resolve_suite_path(name_or_path: str, project: ProjectConfig) -> Path:
         if not as_path.is_file():
             raise ConfigError(f"suite file {name_or_path!r} not found")
         return as_path
-    candidate = project.suites_dir / f"{name_or_path}.toml"
-    if not candidate.is_file():
-        if not list_suites(project):
-            raise UnknownNameError(
-                f"unknown suite {name_or_path!r}: the suites folder {project.suites_dir} holds no .toml files "
-                "(attnbench.toml's suites_dir); give a suite file's path"
-            )
-        raise UnknownNameError(unknown_name_message("suite", name_or_path, list_suites(project)))
-    return candidate
+    files = suite_files(project)
+    if name_or_path not in files:
+        raise UnknownNameError(unknown_name_message("suite", name_or_path, list(files)))
+    return files[name_or_path]
 
 
 def list_suites(project: ProjectConfig) -> list[str]:
-    if not project.suites_dir.is_dir():
-        return []
-    return sorted(path.stem for path in project.suites_dir.glob("*.toml"))
+    return list(suite_files(project))
 
 
 def load_suite(name_or_path: str, project: ProjectConfig) -> SuiteSpec:
