@@ -45,6 +45,8 @@ class Verdict(str, Enum):
     NEW = "new"
     IMPROVEMENT = "improvement"
     UNCHANGED = "unchanged"
+    REFERENCE = "reference"
+    """`none` in a relative comparison: what the other cases are divided by, not gated itself."""
 
 
 @dataclass(frozen=True)
@@ -407,7 +409,7 @@ def _compare_case(
 ) -> CaseComparison:
     case = CaseComparison(key, path, Verdict.UNCHANGED, thresholds)
     if reference is not None and key.get("attention") == BASELINE:
-        return replace(case, note="the reference of the relative comparison: not gated")
+        return replace(case, verdict=Verdict.REFERENCE, note="the reference of the relative comparison: not gated")
     if after is None:
         return replace(case, verdict=Verdict.MISSING, note="in the baseline only")
     if before is None:

@@ -199,14 +199,15 @@ def by_attention(comparison) -> dict[str, Verdict]:
 def test_same_runs_pass(runs):
     comparison = compare_runs(read_run(runs["baseline"]), read_run(runs["same"]))
     assert comparison.passed
-    assert set(by_attention(comparison).values()) == {Verdict.UNCHANGED}
+    verdicts = by_attention(comparison)
+    assert verdicts.pop("none") is Verdict.REFERENCE and set(verdicts.values()) == {Verdict.UNCHANGED}
     assert comparison.warnings == ()
 
 
 def test_slowed_case_is_the_only_regression(runs):
     comparison = compare_runs(read_run(runs["baseline"]), read_run(runs["slow"]))
     assert by_attention(comparison) == {
-        "none": Verdict.UNCHANGED, "se": Verdict.REGRESSION, "cbam": Verdict.UNCHANGED
+        "none": Verdict.REFERENCE, "se": Verdict.REGRESSION, "cbam": Verdict.UNCHANGED
     }
     assert not comparison.passed
     regression = comparison.of(Verdict.REGRESSION)[0]
@@ -217,7 +218,7 @@ def test_slowed_case_is_the_only_regression(runs):
 def test_missing_new_and_failed_cases_are_reported(runs):
     comparison = compare_runs(read_run(runs["baseline"]), read_run(runs["changed"]))
     assert by_attention(comparison) == {
-        "none": Verdict.UNCHANGED, "se": Verdict.MISSING, "cbam": Verdict.FAILED, "eca": Verdict.NEW
+        "none": Verdict.REFERENCE, "se": Verdict.MISSING, "cbam": Verdict.FAILED, "eca": Verdict.NEW
     }
     failed = comparison.of(Verdict.FAILED)[0]
     assert failed.failed_side == "current" and failed.note == "current oom: boom"
@@ -233,7 +234,7 @@ def test_relative_gate_ignores_drift_of_the_whole_machine(tmp_path):
     slower_se = make_run(tmp_path, "s", [case("none", noisy(11.5, seed=1)), case("se", noisy(16.6, seed=3))])
     assert not compare_runs(read_run(baseline), read_run(drifted), absolute=True).passed
     relative = compare_runs(read_run(baseline), read_run(drifted))
-    assert relative.passed and by_attention(relative) == {"none": Verdict.UNCHANGED, "se": Verdict.UNCHANGED}
+    assert relative.passed and by_attention(relative) == {"none": Verdict.REFERENCE, "se": Verdict.UNCHANGED}
     assert relative.cases[0].note == "the reference of the relative comparison: not gated"
     assert relative.metric == "latency_ms relative to none"
     assert any(w.startswith("the plain backbone itself moved between the runs: `none` median +1") for w in relative.warnings)
@@ -310,7 +311,7 @@ def test_resolve_run_takes_the_latest_run_of_a_folder(runs, tmp_path):
 
 def test_markdown_names_the_verdict_and_hides_unchanged_cases(runs):
     text = comparison_markdown(compare_runs(read_run(runs["baseline"]), read_run(runs["slow"])))
-    assert text.startswith("## attnbench gate: FAIL (1 regression, 2 unchanged)")
+    assert text.startswith("## attnbench gate: FAIL (1 regression, 1 unchanged, 1 reference)")
     changed, details = text.split("<details>")
     assert "| regression | resnet18/se/1/32/float32/eval/cpu |" in changed
     assert "resnet18/none/" in details and "resnet18/none/" not in changed

@@ -185,7 +185,7 @@ def test_two_runs_are_compared_by_the_gates_engine(root: Path) -> None:
     target = write_report([root / OLD_SMOKE, root / SMOKE])
     assert target == root / SMOKE / f"compare-{OLD_SMOKE}.md"
     text = target.read_text()
-    assert "## attnbench gate: FAIL (1 failed, 8 new, 4 unchanged)" in text
+    assert "## attnbench gate: FAIL (1 failed, 8 new, 2 unchanged, 2 reference)" in text
     assert "| failed | resnet18/cbam/4/64/float32/eval/cpu |" in text
     # Relative to `none`: se at batch 1 is 1.158 x none in A, 1.1 x none in B (none itself 5% faster in B).
     assert "| unchanged | resnet18/se/1/64/float32/eval/cpu | 1.158 | 1.1 | -5.0% |" in text

@@ -12,7 +12,7 @@ from attnbench.config import GateConfig
 from attnbench.errors import GateError
 from attnbench.gate import THRESHOLD_CONFIDENCE, CaseComparison, Comparison, Verdict, compare_runs
 from attnbench.modules import BASELINE
-from attnbench.report.format import frame_table, md_table
+from attnbench.report.format import frame_table, md_table, plural
 from attnbench.report.header import recorded_settings
 from attnbench.terminal import Column, FittedTable
 from attnbench.results import CASE_KEY, Run
@@ -25,6 +25,7 @@ STYLES = {
     Verdict.NEW: "cyan",
     Verdict.IMPROVEMENT: "green",
     Verdict.UNCHANGED: "dim",
+    Verdict.REFERENCE: "dim",
 }
 ORDER = list(Verdict)
 ENVIRONMENT_FIELDS = [
@@ -102,7 +103,7 @@ def _describe(run: Run) -> str:
     commit = (meta.get("git_commit") or "?")[:10]
     return (
         f"`{run.run_id}` (suite {run.suite_name}, {meta.get('device_name')}, torch {meta.get('torch')}, "
-        f"{meta.get('threads')} threads, commit {commit})"
+        f"{plural(meta.get('threads'), 'thread')}, commit {commit})"
     )
 
 
@@ -122,15 +123,14 @@ def verdict_lines(comparison: Comparison) -> list[str]:
     if comparison.warnings:
         lines.append("")
     frame = comparison_frame(comparison)
-    changed = frame[frame["verdict"] != Verdict.UNCHANGED.value]
-    unchanged = frame[frame["verdict"] == Verdict.UNCHANGED.value]
+    quiet = frame["verdict"].isin([Verdict.UNCHANGED.value, Verdict.REFERENCE.value])
+    changed, unchanged = frame[~quiet], frame[quiet]
     if not changed.empty:
         lines += [frame_table(changed), ""]
     if not unchanged.empty:
-        lines += [
-            f"<details><summary>{len(unchanged)} unchanged case(s)</summary>", "", frame_table(unchanged), "",
-            "</details>", "",
-        ]
+        counts = unchanged["verdict"].value_counts()
+        folded = ", ".join(f"{counts[v.value]} {v.value}" for v in (Verdict.UNCHANGED, Verdict.REFERENCE) if v.value in counts)
+        lines += [f"<details><summary>{folded}</summary>", "", frame_table(unchanged), "", "</details>", ""]
     return lines
 
 
