@@ -10,6 +10,8 @@ layout is decided when the table is printed, from the width the console has (a t
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -54,6 +56,24 @@ class _Sizes:
     """Wide enough for every cell and the header on one line."""
 
 
+FOLDED_WORD = 24
+"""A piece of free text (a word, or a part of a hyphenated word) longer than this may be folded; shorter
+ones are never broken."""
+HYPHEN_BREAK = re.compile(r"(?<=\w-)(?=\w)")
+"""Where a hyphenated word may break, as textwrap breaks it: after a hyphen between word characters."""
+
+
+def _longest_piece(text: str) -> int:
+    pieces = (piece for line in _lines(text) for word in line.split() for piece in HYPHEN_BREAK.split(word))
+    return max(map(cell_len, pieces), default=0)
+
+
+def _wrapped(text: str, width: int) -> str:
+    """Free text wrapped at spaces, or after the hyphens of a hyphenated word (Squeeze-and-|Excitation),
+    each of its own lines apart."""
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=True) for line in _lines(text))
+
+
 def _sizes(column: Column, cells: list[str]) -> _Sizes:
     widest = max((cell_len(line) for cell in cells for line in _lines(cell)), default=0)
     natural = max(widest, cell_len(column.header), 1)
@@ -62,7 +82,10 @@ def _sizes(column: Column, cells: list[str]) -> _Sizes:
         least = max(widest, header, 1)
         return _Sizes(least, least, natural)
     if column.kind == "text":
-        least = max(min(widest, column.min_width), header, 1)  # a rare word longer than that is folded
+        # Wide enough for its longest piece, so that text wraps at spaces and hyphens; a rarer, longer
+        # word (a path) folds.
+        longest = min(max((_longest_piece(cell) for cell in cells), default=0), FOLDED_WORD)
+        least = max(min(widest, column.min_width), longest, header, 1)
         return _Sizes(least, least, natural)
     # clip: its header is not cut either, since a clipped column cannot wrap it
     least = max(min(widest, column.min_width), cell_len(column.header), 1)
@@ -153,7 +176,8 @@ class FittedTable:
             )
         for index, (row, style) in enumerate(zip(self.rows, self.styles)):
             # Text, not markup: an interval like [1.02, 1.10] or a label like se[x] is data.
-            table.add_row(*(Text(row[i]) for i in shown), style=style or None, end_section=index in self.sections)
+            cells = (_wrapped(row[i], widths[i]) if self.columns[i].kind == "text" else row[i] for i in shown)
+            table.add_row(*(Text(cell) for cell in cells), style=style or None, end_section=index in self.sections)
         return table
 
     def lines(self) -> Iterator[Text]:

@@ -319,6 +319,18 @@ def test_report_draws_the_figure_and_the_cli_joins_the_lab_csv(tmp_path: Path, m
     assert "![published top-1 gain vs overhead at batch 8: mobilenet_v2 at 224 px" in text
 
 
+def test_the_figures_legend_explains_only_what_it_draws():
+    from attnbench.report.accuracy_section import legend_entries, run_choices
+
+    for choice in filter(lambda choice: choice.weighed, run_choices(RunView(read_run(CPU)))):
+        labels = legend_entries(choice, choice.measured)[1]
+        drawn_front = any(len([p for p in choice.points if c in p.front]) > 1 for c in choice.measured)
+        assert ("Pareto front (black edge: on it)" in labels) is drawn_front
+        assert ("black edge: on the Pareto front" in labels) is not drawn_front
+        shaded = any(point.rows[1:] for point in choice.points)
+        assert ("shaded: other published gains of the module" in labels) is shaded
+
+
 def test_library_reports_use_the_shipped_table_unless_given_rows(tmp_path: Path):
     run_dir = Path(shutil.copytree(CPU, tmp_path / CPU.name))
     assert "(lab)" not in write_report(run_dir).read_text()

@@ -100,7 +100,9 @@ def test_tf32_and_low_precision_are_recorded(project, tmp_path):
         }
         assert set_run.meta["low_precision"] == "convert"
         text = "\n".join(environment_lines(RunView(set_run)))
-        assert "TF32 matmuls: on" in text and "float16/bfloat16 run as: convert" in text
+        assert "float16/bfloat16 run as: convert" in text and "TF32" not in text  # no GPU settings on a CPU run
+        on_gpu = Run(set_run.path, {**set_run.meta, "device": "cuda:0"}, set_run.cases, set_run.samples)
+        assert "TF32 matmuls: on" in "\n".join(environment_lines(RunView(on_gpu)))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 

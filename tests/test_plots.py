@@ -62,6 +62,18 @@ def test_coinciding_lines_are_drawn_once_and_named_together():
     assert axes.get_legend_handles_labels()[1] == ["none, se (within 1%)", "cbam"]
 
 
+def test_lines_of_the_batch_figure_stand_a_little_apart_so_their_intervals_show():
+    table = pd.DataFrame({"attention": ["none", "none", "cbam", "cbam"], "batch_size": [1, 2] * 2,
+                          "latency_ms_median": [10.0, 20.0, 13.0, 26.0], "low": [9.0, 19.0, 12.0, 25.0],
+                          "high": [11.0, 21.0, 14.0, 27.0]})
+    figure = Figure()
+    axes = figure.subplots()
+    _versus_batch(axes, table, "latency_ms_median", ("low", "high"), Styles(table["attention"]))
+    none, cbam = (container.lines[0].get_xdata() for container in axes.containers)
+    assert list(none) < [1, 2] < list(cbam) and all(abs(x / b - 1) < 0.02 for x, b in zip([*none, *cbam], [1, 2] * 2))
+    assert labelled_ticks(figure, axes.xaxis) == ["1", "2"]  # the ticks still give the batch sizes
+
+
 @pytest.fixture(scope="module")
 def run() -> RunView:
     return RunView(read_run(SMOKE))

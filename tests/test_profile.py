@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -120,6 +122,19 @@ def test_metric_columns(se, plain):
     assert len(columns["attention_top_ops"].split(", ")) == 3
     baseline = METRICS.get("profile")(prepared("none"), context).columns
     assert baseline == {"attention_time_share": 0.0, "kernel_count": plain.operators_per_step, "attention_top_ops": None}
+
+
+def test_an_added_step_time_within_the_steps_spread_is_left_out_and_said(se, plain):
+    from attnbench.report.profile_section import NOISY_ADDED_TIME, STEP_MS, profile_tables, summary
+
+    module, base = replace(se[0], step_ms=[10.0, 12.0]), replace(plain, step_ms=[11.0, 11.5])
+    added = summary(module, base, "resnet18").set_index("model")
+    assert math.isnan(added.loc["added", STEP_MS]) and added.loc["added", "operators / step"] > 0
+    assert profile_tables(module, base, "resnet18")[0][0].endswith(NOISY_ADDED_TIME)
+    clear = replace(se[0], step_ms=[20.0, 20.5])
+    assert summary(clear, replace(plain, step_ms=[10.0, 10.2]), "resnet18").set_index("model").loc[
+        "added", STEP_MS] == pytest.approx(10.15)
+    assert NOISY_ADDED_TIME not in profile_tables(clear, replace(plain, step_ms=[10.0, 10.2]), "resnet18")[0][0]
 
 
 def test_report_section_shows_share_and_added_launches():

@@ -43,6 +43,16 @@ def test_columns_go_by_priority_and_labels_stay_whole():
     assert narrow[0].split() == ["name", "value"] and narrow[2].split() == ["squeeze-and-excitation", "12.5"]
 
 
+def test_free_text_wraps_at_spaces_and_hyphens_never_inside_a_word():
+    table = FittedTable([Column("key"), Column("paper", "text", min_width=8)])
+    table.add_row("se", "Squeeze-and-Excitation Networks (CVPR 2018)")
+    lines = [line.rstrip() for line in printed(table, 20)]
+    cells = [line[4:].strip() for line in lines[2:]]
+    assert cells[:2] == ["Squeeze-and-", "Excitation"]
+    assert all(part in {"Squeeze-and-", "Excitation", "Networks", "(CVPR", "2018)", "Networks (CVPR", "(CVPR 2018)"}
+               for part in cells if part)
+
+
 def test_too_narrow_a_terminal_gets_one_line_per_row():
     table = FittedTable([Column("case"), Column("change", "number", priority=1), Column("p", "number", priority=2)],
                         title="a title that wraps as prose")
@@ -86,6 +96,22 @@ def test_run_summary_leaves_out_axes_that_do_not_vary():
     lines = printed(run_summary(run), 80)
     assert lines[0] == "smoke, run 20260104T100000-0f0f0f: resnet18, 64 px, float32, eval, cpu"
     assert lines[1].split()[:3] == ["attention", "batch", "status"]
+    sharded = Run(run.path, {**run.meta, "shard": "1/2"}, run.cases, run.samples)
+    assert printed(run_summary(sharded), 120)[0].startswith("smoke, run 20260104T100000-0f0f0f (shard 1/2 of the grid):")
+
+
+def test_run_summary_explains_the_paired_overhead_and_shows_only_what_was_measured():
+    run = read_run(SMOKE)
+    timed = " ".join(printed(run_summary(run), 80))
+    assert "vs none %" in timed and "(paired)" in timed and "ratio of the two medians" in timed
+    counted_only = run.cases.assign(
+        latency_ms_median=float("nan"), latency_overhead_pct=float("nan"), latency_ms_ci_low=float("nan"),
+        latency_ms_ci_high=float("nan"),
+    )
+    lines = printed(run_summary(Run(run.path, run.meta, counted_only, run.samples.iloc[0:0])), 80)
+    header = " ".join(lines[1:3])
+    assert "MACs" in header and "latency" not in header and "vs none" not in header
+    assert "(paired)" not in " ".join(lines)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def _list_attention(project: ProjectConfig) -> FittedTable:
         Column(f"params (at C={LISTED_CHANNELS})", "text", priority=1, min_width=14),
         Column("published top-1 gain", "text", priority=2, min_width=13),
         Column("paper", "text", priority=3, min_width=14),
-    ])
+    ], caption=_gains_caption())
     for key, spec in ATTENTION.items():
         options = "\n".join(f"{name}={value!r}" for name, value in spec.defaults.items()) or "-"
         try:
@@ -42,6 +42,13 @@ def _list_attention(project: ProjectConfig) -> FittedTable:
         table.add_row(key, f"{spec.placement}\n{options}", f"{spec.formula}\n= {params}", gains.get(key, "-"), paper,
                       end_section=True)
     return table
+
+
+def _gains_caption() -> str:
+    from attnbench.accuracy import BACKBONE_SHORT
+
+    names = ", ".join(f"{short} = {backbone}" for backbone, short in BACKBONE_SHORT.items())
+    return f"published top-1 gain: over the plain backbone, in points, with its source; {names}"
 
 
 LISTED_GAINS = 2

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from attnbench.accuracy import AccuracyRow, case_configuration, matching
 from attnbench.modules import BASELINE
@@ -35,8 +36,9 @@ CAVEAT = (
     "recipe, and recipes move top-1 as much as modules do: in timm's results, with one recipe for both, "
     "SE-ResNet-50 is below ResNet-50 under two of three recipes. Read the front as a shortlist of modules to "
     "train under your own recipe, not as a verdict. Costs are this run's, at the largest batch size the plain "
-    "backbone finished in each setting; the latency interval spans the overheads between the two cases' 95% "
-    "confidence intervals. ≈ marks a gain published for another configuration of the module (other options or "
+    "backbone finished in each setting; the latency interval is the overhead's paired 95% interval (over the "
+    "rounds the module shared with its `none`; for runs timed before pairing, the two cases' own intervals "
+    "at their extremes). ≈ marks a gain published for another configuration of the module (other options or "
     "placement) than the one measured."
 )
 
@@ -201,7 +203,7 @@ def choice_markdown(choice: Choice) -> list[str]:
     if choice.unmatched:
         lines[-1] += f" No published gain for {words([f'`{m}`' for m in choice.unmatched])} in {choice.key[0]}."
     header = ["attention", "top-1 gain (pp)", "published", "source", f"latency b={choice.batch} (%)",
-              "latency interval (%)", *[f"{COSTS[c]} (%)" for c in measured if c != "latency_overhead_pct"],
+              "latency interval (%)", *[f"{COSTS[c]} b={choice.batch} (%)" for c in measured if c != "latency_overhead_pct"],
               "other published gains (pp)", "on the front of"]
     table = []
     for point in choice.points:
@@ -246,11 +248,18 @@ def _draw(axes, choice: Choice, column: str) -> None:
     front = sorted((p for p in choice.points if column in p.front), key=lambda p: p.costs[column])
     axes.plot([p.costs[column] for p in front], [p.gain_pp for p in front], color="black", linestyle="--",
               linewidth=1, zorder=1)
+    placed: list[tuple[float, float]] = []
     for index, point in enumerate(choice.points):
         if math.isnan(point.costs[column]):
             continue
         x = point.costs[column]
         style = _style(index, point)
+        # A point on top of earlier ones (se and se-bias have the same FLOPs) is drawn smaller, so that
+        # theirs still show around it.
+        under = sum(math.isclose(x, ux, abs_tol=COINCIDENT[0])
+                    and math.isclose(point.gain_pp, uy, abs_tol=COINCIDENT[1])
+                    for ux, uy in placed)
+        placed.append((x, point.gain_pp))
         if column == "latency_overhead_pct" and point.interval:
             axes.errorbar(x, point.gain_pp, xerr=[[max(x - point.interval[0], 0)], [max(point.interval[1] - x, 0)]],
                           fmt="none", ecolor=style["color"], capsize=2, zorder=2)
@@ -259,19 +268,21 @@ def _draw(axes, choice: Choice, column: str) -> None:
             axes.vlines(x, min(others + [point.gain_pp]), max(others + [point.gain_pp]), color=style["color"],
                         linewidth=4, alpha=0.25, zorder=1)
         edge = "black" if column in point.front else style["color"]
-        axes.scatter(x, point.gain_pp, s=70, marker=style["marker"], color=style["color"], edgecolors=edge,
-                     linewidths=1.5, zorder=3)
+        axes.scatter(x, point.gain_pp, s=70 * 0.45**under, marker=style["marker"], color=style["color"],
+                     edgecolors=edge, linewidths=1.5, zorder=3 + under)
     untimed = [f"{p.attention} ({p.missing})" for p in choice.points if math.isnan(p.costs[column])]
     if untimed and column == "latency_overhead_pct":
         axes.text(0.98, 0.02, f"not timed at batch {choice.batch}:\n" + ", ".join(untimed), transform=axes.transAxes,
                   ha="right", va="bottom", fontsize=8, color="dimgrey")
     axes.axhline(0, color="grey", linewidth=0.8)
     axes.axvline(0, color="grey", linewidth=0.8)
-    at = f", batch {choice.batch}" if column == "latency_overhead_pct" else ""
-    axes.set_xlabel(f"{COSTS[column]} over none (%){at}")
+    axes.set_xlabel(f"{COSTS[column]} over none (%), batch {choice.batch}")
     axes.grid(True, alpha=0.3)
     axes.margins(x=0.15, y=0.2)
 
+
+COINCIDENT = (0.05, 0.02)
+"""Points closer than this (percentage points of cost, of gain) are drawn as lying on each other."""
 
 MARKERS = "oD^vP*Xhp<>"
 """Module markers; the square is `none`'s."""
@@ -292,6 +303,24 @@ def _legend_label(point: Point) -> str:
     return f"{point.attention} ≈ ({row.source}, as {row.configuration})"
 
 
+def legend_entries(choice: Choice, measured: list[str]) -> tuple[list, list[str]]:
+    """One entry per point, then what the lines and shades mean, where the figure draws them."""
+    handles: list = [Line2D([], [], linestyle="none", markersize=8, **_style(index, point))
+                     for index, point in enumerate(choice.points)]
+    labels = [_legend_label(p) for p in choice.points]
+    if any(len([p for p in choice.points if column in p.front]) > 1 for column in measured):
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
+        labels.append("Pareto front (black edge: on it)")
+    else:  # a front of one point draws no line: only its edge says it
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor="white",
+                              markeredgecolor="black", markeredgewidth=1.5))
+        labels.append("black edge: on the Pareto front")
+    if any(point.rows[1:] for point in choice.points):
+        handles.append(Patch(color="grey", alpha=0.25))
+        labels.append("shaded: other published gains of the module")
+    return handles, labels
+
+
 @FIGURES.register("accuracy against cost")
 def accuracy_figure(run: RunView, folder: Path) -> Drawn:
     drawn: Drawn = []
@@ -302,11 +331,7 @@ def accuracy_figure(run: RunView, folder: Path) -> Drawn:
         for axes, column in zip(panels, measured):
             _draw(axes, choice, column)
         panels[0].set_ylabel("published top-1 gain (pp)")
-        handles = [Line2D([], [], linestyle="none", markersize=8, **_style(index, point))
-                   for index, point in enumerate(choice.points)]
-        labels = [_legend_label(p) for p in choice.points]
-        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
-        labels.append("Pareto front (black edge: on it)")
+        handles, labels = legend_entries(choice, measured)
         figure.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8)
         figure.suptitle(f"Published top-1 gain against measured cost: {group_title(choice.key)}", fontsize=10)
         path = folder / f"{run.run_id}-accuracy-{slug(group_title(choice.key))}.png"

@@ -112,8 +112,10 @@ def overhead_columns(group: pd.DataFrame, at: Callable[[int, str, Callable], Cal
     for measure, label, unit in (("macs", "MACs", ""), ("flops", "FLOPs", ""), ("bytes_eager", "bytes", "B")):
         prefix = tables.OVERHEAD_OF[measure]
         if tables.measured(group, [f"{prefix}_overhead_pct"]):
+            # Named when batch sizes vary: bytes move with the batch (the parameters are read once per call).
+            at_batch = f" b={smallest}" if len(batches) > 1 else ""
             columns.append(OverheadColumn(
-                f"{label} (%)",
+                f"{label}{at_batch} (%)",
                 lambda r, p=prefix: signed(_first(r, f"{p}_overhead_pct")),
                 lambda b, m=measure, u=unit: f"{si(_first(b[b['batch_size'] == smallest], m), u)} at batch {smallest}",
             ))

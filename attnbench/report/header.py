@@ -38,7 +38,17 @@ SETTING_LABELS = {
     "power_limit_w": "GPU power limit (W)",
     "max_sm_clock_mhz": "maximum SM clock (MHz)",
     "max_mem_clock_mhz": "maximum memory clock (MHz)",
+    "suite_source": "suite file",
+    "suite_file_fingerprint": "suite file fingerprint",
+    "allocator.libc": "C library",
+    "allocator.configured": "allocator keeps freed memory",
+    "allocator.mmap_max": "glibc M_MMAP_MAX",
+    "allocator.trim_threshold_bytes": "glibc M_TRIM_THRESHOLD (bytes)",
+    "copy_buffer_bytes": "copy bandwidth buffer (bytes)",
 }
+
+CUDA_SETTINGS = ("cudnn_benchmark", "tf32", "driver", "power_limit_w", "max_sm_clock_mhz", "max_mem_clock_mhz")
+"""Settings that only act on a GPU: a CPU run's header leaves them out."""
 
 NOISY_LISTED = 8
 """Noisy cases named in the warnings; a run where everything is noisy gets a count, not a wall of names."""
@@ -52,7 +62,7 @@ def environment_lines(run: RunView) -> list[str]:
     lines = [
         f"- run `{run.run_id}` ({meta.get('status', '?')}{migrated}), {meta.get('start_time', '?')} to "
         f"{meta.get('end_time', '?')}",
-        f"- device: {meta.get('device')} ({meta.get('device_name')}), {meta.get('threads')} CPU threads",
+        f"- device: {meta.get('device')} ({meta.get('device_name')}), {plural(meta.get('threads'), 'CPU thread')}",
         f"- torch {meta.get('torch')}, torchvision {meta.get('torchvision')}, python {meta.get('python')}{cuda}",
         f"- host {meta.get('host')}, attnbench at commit {f'`{commit[:12]}`' if commit else 'unknown'}",
     ]
@@ -65,8 +75,9 @@ def environment_lines(run: RunView) -> list[str]:
 def recorded_settings(meta: dict) -> list[tuple[str, str]]:
     """Flags the run recorded (cuDNN benchmark, TF32, allocator, ...), whatever the measuring code added."""
     flat: dict[str, object] = {}
+    on_cpu = str(meta.get("device", "")).startswith("cpu")
     for key, value in meta.items():
-        if key in META_SHOWN:
+        if key in META_SHOWN or (on_cpu and key in CUDA_SETTINGS):
             continue
         if isinstance(value, dict):
             flat.update({f"{key}.{inner}": v for inner, v in value.items() if not isinstance(v, (dict, list))})

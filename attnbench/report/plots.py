@@ -103,18 +103,26 @@ def coinciding(series: dict[str, pd.Series]) -> list[list[str]]:
     return clusters
 
 
+DODGE = 0.02
+"""How far apart (in log2 of the batch size) the lines of the batch figure are drawn."""
+
+
 def _versus_batch(axes: Axes, table: pd.DataFrame, column: str, interval: tuple[str, str] | None,
                   styles: Styles) -> None:
     """`column` against batch size, one line per module; coinciding lines drawn once, named together."""
     series = {label: rows.set_index("batch_size")[column].sort_index()
               for label, rows in table.groupby("attention", sort=False)}
-    for cluster in coinciding(series):
+    clusters = coinciding(series)
+    for k, cluster in enumerate(clusters):
         rows = table[table["attention"] == cluster[0]].sort_values("batch_size")
+        # Each line a little to the side of the others (a factor, so it looks alike on a log axis), so
+        # that intervals at one batch size do not hide each other; the ticks give the batch sizes.
+        dodged = rows["batch_size"] * 2 ** ((k - (len(clusters) - 1) / 2) * DODGE)
         errors = None
         if interval and set(interval) <= set(rows) and rows[list(interval)].notna().all().all():
             errors = [(rows[column] - rows[interval[0]]).clip(lower=0), (rows[interval[1]] - rows[column]).clip(lower=0)]
         label = cluster[0] if len(cluster) == 1 else textwrap.fill(f"{', '.join(cluster)} (within {COINCIDE:.0%})", 36)
-        axes.errorbar(rows["batch_size"], rows[column], yerr=errors, capsize=2, label=label, markersize=6,
+        axes.errorbar(dodged, rows[column], yerr=errors, capsize=2, label=label, markersize=6,
                       **styles[cluster[0]])
     batch_axis(axes, sorted(table["batch_size"].unique()))
     value_axis(axes, "y", pd.concat([table[column], *(table[c] for c in interval or () if c in table)]))

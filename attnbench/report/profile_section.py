@@ -29,7 +29,7 @@ def _clocks(result: StepProfile) -> list[str]:
 def _summary_row(name: str, result: StepProfile) -> dict[str, object]:
     row: dict[str, object] = {
         "model": name,
-        "profiled step (ms)": sum(result.step_ms) / len(result.step_ms),
+        STEP_MS: sum(result.step_ms) / len(result.step_ms),
         "operators / step": result.operators_per_step,
     }
     if result.on_device:
@@ -39,13 +39,31 @@ def _summary_row(name: str, result: StepProfile) -> dict[str, object]:
     return row
 
 
+STEP_MS = "profiled step (ms)"
+NOISY_ADDED_TIME = (
+    "the added step time is left out: it is within the spread of the profiled steps (more --steps, or "
+    "`attnbench run` for the module's cost)"
+)
+
+
+def added_time_is_noise(result: StepProfile, baseline: StepProfile) -> bool:
+    """Whether the module's added step time is no larger than the step-to-step spread of either profile:
+    over a few profiled steps a small cost can read negative."""
+    added = sum(result.step_ms) / len(result.step_ms) - sum(baseline.step_ms) / len(baseline.step_ms)
+    spread = max(max(steps) - min(steps) for steps in (result.step_ms, baseline.step_ms))
+    return added <= spread
+
+
 def summary(result: StepProfile, baseline: StepProfile | None, backbone: str) -> pd.DataFrame:
-    """Per step: time, operators, kernels and attention share, alone and with the module, and the difference."""
+    """Per step: time, operators, kernels and attention share, alone and with the module, and the difference
+    (the time left out when it is noise)."""
     rows = [_summary_row(f"{backbone} + {result.label}", result)]
     if baseline is not None:
         rows.insert(0, _summary_row(f"{backbone} alone", baseline))
         counts = [c for c in rows[0] if c.endswith("/ step") or c.endswith("(ms)")]
         added = {c: rows[1][c] - rows[0][c] for c in counts}
+        if added_time_is_noise(result, baseline):
+            added[STEP_MS] = float("nan")
         rows.append({"model": "added", **added})
         instances = len(result.stages)
         if instances:
@@ -84,7 +102,10 @@ def profile_tables(
     result: StepProfile, baseline: StepProfile | None, backbone: str, count: int = 10
 ) -> list[Titled]:
     """The breakdown `attnbench profile` prints: summary, top operators per clock, attention by stage and inside."""
-    tables: list[Titled] = [(f"{backbone} + {result.label}: per step", summary(result, baseline, backbone))]
+    title = f"{backbone} + {result.label}: per step"
+    if baseline is not None and added_time_is_noise(result, baseline):
+        title += f"; {NOISY_ADDED_TIME}"
+    tables: list[Titled] = [(title, summary(result, baseline, backbone))]
     for column in _clocks(result):
         tables.append((f"Top operators by self {CLOCKS[column]} time", top_operators(result, column, count)))
     if result.stages:

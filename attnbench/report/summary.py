@@ -31,13 +31,23 @@ def _axis_column(column: str) -> Column:
     return Column(AXES[column], "number" if column in ("batch_size", "resolution") else "label")
 
 
+PAIRED_NOTE = (
+    "vs none %: the median over rounds of each call's latency over none's in the same round (paired), "
+    "so it can differ from the ratio of the two medians beside it"
+)
+
+
 def run_summary(run: Run) -> FittedTable:
     """Every axis that varies in the run is a column (the others are in the title), so no two rows look
     alike; a case that did not finish shows its status and the number of its reason, each reason written
-    once under the table. A gap separates the comparison groups (a `none` and its modules)."""
+    once under the table. A gap separates the comparison groups (a `none` and its modules). Latency and
+    MACs columns appear when the run measured them."""
     cases = _in_grid_order(normalized(run.cases))
     ok = with_overhead(cases) if (cases["status"] == "ok").any() else cases.iloc[0:0]
     overhead = ok.set_index("case_id")["latency_overhead_pct"] if "latency_overhead_pct" in ok else pd.Series()
+    timed = cases["latency_ms_median"].notna().any()
+    paired = overhead.notna().any()
+    counted = cases["macs"].notna().any()
     axes = varying(cases)
     shown = [c for c in axes if c != "backbone"]
     columns = [
@@ -45,15 +55,17 @@ def run_summary(run: Run) -> FittedTable:
         Column("attention"),
         *[_axis_column(c) for c in shown],
         Column("status"),
-        Column("latency ms", "number", priority=1),
-        Column("vs none %", "number", priority=1),
-        Column("MACs (G)", "number", priority=2),
+        *([Column("latency ms", "number", priority=1)] if timed else []),
+        *([Column("vs none %", "number", priority=1)] if paired else []),
+        *([Column("MACs (G)", "number", priority=2)] if counted else []),
     ]
     reasons = _reasons(cases)
     constant = ", ".join(constant_words(cases))
+    notes = [f"[{n}] {reason}" for reason, n in reasons.items()] + ([PAIRED_NOTE] if paired else [])
+    shard = f" (shard {run.meta['shard']} of the grid)" if run.meta.get("shard") else ""
     table = FittedTable(
-        columns, title=f"{run.suite_name}, run {run.run_id}" + (f": {constant}" if constant else ""),
-        caption="\n".join(f"[{n}] {reason}" for reason, n in reasons.items()) or None,
+        columns, title=f"{run.suite_name}, run {run.run_id}{shard}" + (f": {constant}" if constant else ""),
+        caption="\n".join(notes) or None,
     )
     groups = [tuple(row) for row in cases[axes].itertuples(index=False)]
     for index, (_, row) in enumerate(cases.iterrows()):
@@ -62,9 +74,9 @@ def run_summary(run: Run) -> FittedTable:
             row["attention"],
             *[axis_value(c, row[c]) for c in shown],
             row["status"] + (f" [{reasons[row['error']]}]" if row["error"] in reasons else ""),
-            sig3(row["latency_ms_median"]),
-            "" if row["attention"] == BASELINE else signed(overhead.get(row["case_id"])),
-            sig3(row["macs"] / 1e9 if pd.notna(row["macs"]) else None),
+            *([sig3(row["latency_ms_median"])] if timed else []),
+            *(["" if row["attention"] == BASELINE else signed(overhead.get(row["case_id"]))] if paired else []),
+            *([sig3(row["macs"] / 1e9 if pd.notna(row["macs"]) else None)] if counted else []),
         ]
         group_ends = index + 1 < len(groups) and groups[index + 1] != groups[index]
         table.add_row(*cells, style=STATUS_STYLES.get(row["status"], ""), end_section=group_ends)
