@@ -13,12 +13,13 @@ from attnbench.errors import DeviceError
 from attnbench.measure.allocator import configure_allocator
 
 
-def resolve_device(requested: str) -> torch.device:
-    """`auto` is CUDA when available, else the CPU; asking for CUDA without it is an error."""
+def resolve_device(requested: str, asked_by: str = "device 'cuda' was requested") -> torch.device:
+    """`auto` is CUDA when available, else the CPU; asking for CUDA without it is an error, whose message
+    starts with `asked_by`."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' was requested but CUDA is not available here; accepted: cpu, auto")
+        raise DeviceError(f"{asked_by} but CUDA is not available here; accepted: cpu, auto")
     return torch.device(requested)
 
 

@@ -15,10 +15,14 @@ def close_matches(name: str, choices: list[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
 
 
-def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """`did you mean 'x'? ` for the close matches of `name`, or nothing."""
     hint = close_matches(name, choices)
-    suggestion = f"did you mean {', '.join(repr(h) for h in hint)}? " if hint else ""
-    return f"unknown {kind} {name!r}: {suggestion}accepted: {', '.join(choices)}"
+    return f"did you mean {', '.join(repr(h) for h in hint)}? " if hint else ""
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
+    return f"unknown {kind} {name!r}: {did_you_mean(name, choices)}accepted: {', '.join(choices)}"
 
 
 class Registry(Generic[T]):

@@ -172,7 +172,9 @@ def run_suite(
 def _resolve_device(suite: SuiteSpec, project: ProjectConfig, executor: ExecutorChoice) -> torch.device:
     """The suite's device; for SLURM, the device of the tasks, which this machine (a login node) may lack."""
     if executor.kind != "slurm" or suite.grid.device == "cpu":
-        return resolve_device(suite.grid.device)
+        return resolve_device(
+            suite.grid.device, f"suite {suite.name!r} runs on device {suite.grid.device!r} (its grid.device or --device)"
+        )
     if suite.grid.device == "cuda" or (project.slurm.gpus_per_task or 0) > 0 or torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")

@@ -103,6 +103,8 @@ def test_filter_suite(project):
     assert [e.label for e in narrowed.grid.attention] == ["se"]
     with pytest.raises(ConfigError, match="--attention 'cbam' is not in suite 'tiny'"):
         filter_suite(suite, attention=["cbam"])
+    with pytest.raises(ConfigError, match=r"--attention 'sse' is not in suite 'tiny'; did you mean 'se'\? accepted: none, se"):
+        filter_suite(suite, attention=["sse"])
     with pytest.raises(ConfigError, match="--backbone"):
         filter_suite(suite, backbones=["resnet50"])
 

@@ -457,8 +457,8 @@ def test_star_lists_what_it_left_out_in_the_suite_meta_run_and_report(project_di
         assert (left_out.attention, left_out.backbone) == ("gsop", "resnet18")
         assert "needs feature maps of at least 3x3" in left_out.reason
         assert main(["run", "--suite", "star"]) == 0
-    out = capsys.readouterr().out.replace("\n", "")
-    assert f'left out of "*": {left_out.reason}' in out
+    out = " ".join(capsys.readouterr().out.split())  # wrapped at spaces to the terminal's width
+    assert " ".join(f'left out of "*": {left_out.reason}'.split()) in out
     run_dir = find_runs(project_dir / "results")[0]
     assert read_meta(run_dir)["left_out"] == [{"attention": "gsop", "backbone": "resnet18", "reason": left_out.reason}]
     with pytest.raises(ConfigError, match=f"--attention 'gsop': left out of \"\\*\": {re.escape(left_out.reason)}"):
@@ -625,6 +625,15 @@ def test_a_ctrl_c_while_the_process_exits_ends_it_at_once_without_a_trace():
     assert result.returncode == 130
     assert "resnet18" in result.stdout  # the command's output was flushed before the exit
     assert result.stderr == ""
+
+
+def test_a_latency_run_narrowed_away_from_none_says_so_before_it_runs(project_dir: Path, monkeypatch, capsys):
+    monkeypatch.chdir(project_dir)
+    assert main(["run", "--suite", "tiny", "--attention", "se"]) == 0
+    err = capsys.readouterr().err
+    assert "attnbench: warning: no `none` in this run (--attention left it out)" in err
+    assert main(["run", "--suite", "tiny"]) == 0
+    assert "no `none`" not in capsys.readouterr().err
 
 
 def test_attention_filter_takes_keys_and_labels(project, tmp_path: Path):

@@ -258,6 +258,8 @@ def test_merge_refuses_what_is_not_one_grid_unless_forced(project, tmp_path, pro
         merge_runs([first, second], tmp_path / "m")
     with pytest.raises(ResultsError, match="at least two"):
         merge_runs([first], tmp_path / "m")
+    with pytest.raises(ResultsError, match=re.escape(f"merge: {tmp_path / 'gone'} does not exist; accepted: two or")):
+        merge_runs([tmp_path / "gone"], tmp_path / "m")
     with pytest.raises(ResultsError, match=re.escape(f"{tmp_path / 's'} is a folder of runs: pass its shards'")):
         merge_runs([tmp_path / "s"], tmp_path / "m")
     forced = read_run(merge_runs([first, second, whole], tmp_path / "m", force=True))

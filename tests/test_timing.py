@@ -310,6 +310,7 @@ def test_cuda_suite_without_cuda_is_one_line_and_exit_2(capsys, tmp_path: Path) 
     assert main(["run", "--suite", str(suite), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "CUDA is not available" in err
+    assert err.startswith("attnbench: error: suite 'gpu-latency' runs on device 'cuda'")
     assert not list(tmp_path.glob("2*"))  # no run directory: nothing ran on the CPU instead
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from attnbench.cli.base import command, console, error_console, print_warnings, project_of
 from attnbench.cli.executing import add_executor_arguments, executor_choice, shard_of, with_threads
 from attnbench.cli.gating import add_gate_arguments, gate_config, gate_flags_given, run_gate
-from attnbench.config import filter_suite, load_suite
+from attnbench.config import SuiteSpec, filter_suite, load_suite
 from attnbench.errors import GateError, UsageError
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.calibrate:
             suite = with_twin(suite)
         suite_name = suite.name
+        print_warnings(_unpaired(suite, bool(args.attention)))
     baseline = _baseline(args, suite_name)
     try:
         with progress_bar(error_console) as report_progress:
@@ -109,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           highlight=False, soft_wrap=True)
     console.print(run_summary(read_run(run_dir)), crop=False)
     for line in _left_out_lines(read_meta(run_dir)):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(line, markup=False, highlight=False)
     # One line a script can read, a path kept whole: `attnbench latest` prints the same directory later.
     console.print(f"run directory: {run_dir}", markup=False, highlight=False, soft_wrap=True)
     if baseline is not None:
@@ -135,6 +136,17 @@ def _baseline(args: argparse.Namespace, suite_name: str) -> Run | None:
             f"{suite_name!r}; give a baseline of this suite, or --force to compare their common cases"
         )
     return baseline
+
+
+def _unpaired(suite: SuiteSpec, narrowed: bool) -> list[str]:
+    """A latency run without `none` measures no overhead: said before it starts, not found in its report."""
+    from attnbench.modules import BASELINE
+
+    if "latency" not in suite.metrics or any(entry.label == BASELINE for entry in suite.grid.attention):
+        return []
+    cause = "--attention left it out" if narrowed else "the suite has none"
+    return [f"no `{BASELINE}` in this run ({cause}): latencies are measured, but no overhead over the plain "
+            f"backbone; add `{BASELINE}` to --attention for one"]
 
 
 def _left_out_lines(meta: dict) -> list[str]:

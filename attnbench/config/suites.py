@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from itertools import product
 from pathlib import Path
@@ -15,7 +16,7 @@ from attnbench.config.specs import (
 )
 from attnbench.config.toml import Section, read_toml
 from attnbench.errors import AttnbenchError, ConfigError, OptionError, UnknownNameError
-from attnbench.registry import unknown_name_message
+from attnbench.registry import did_you_mean, unknown_name_message
 
 
 def metric_names() -> list[str]:
@@ -266,15 +267,20 @@ def _entry_to_table(entry: AttentionEntry) -> dict[str, Any]:
     return table
 
 
+def _not_in_suite(option: str, name: str, suite: SuiteSpec, accepted: Sequence[str]) -> ConfigError:
+    return ConfigError(
+        f"{option} {name!r} is not in suite {suite.name!r}; {did_you_mean(name, list(accepted))}"
+        f"accepted: {', '.join(accepted)}"
+    )
+
+
 def _narrow_backbones(
     suite: SuiteSpec, grid: GridSpec, backbones: list[str], attention: list[str] | None
 ) -> GridSpec:
     """The grid narrowed to `backbones`, each entry kept where it still runs."""
     unknown = [b for b in backbones if b not in grid.backbones]
     if unknown:
-        raise ConfigError(
-            f"--backbone {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.backbones)}"
-        )
+        raise _not_in_suite("--backbone", unknown[0], suite, grid.backbones)
     kept = tuple(b for b in grid.backbones if b in backbones)
     for name in attention or ():
         picked = [e for e in grid.attention if name in (e.label, e.key)]
@@ -307,9 +313,7 @@ def filter_suite(
     if runtimes:
         unknown = [r for r in runtimes if r not in grid.runtimes]
         if unknown:
-            raise ConfigError(
-                f"--runtime {unknown[0]!r} is not in suite {suite.name!r}; accepted: {', '.join(grid.runtimes)}"
-            )
+            raise _not_in_suite("--runtime", unknown[0], suite, grid.runtimes)
         grid = replace(grid, runtimes=tuple(r for r in grid.runtimes if r in runtimes))
     if attention:
         names = {e.label for e in grid.attention} | {e.key for e in grid.attention}
@@ -318,10 +322,7 @@ def filter_suite(
         if left_out:
             raise ConfigError(f'--attention {unknown[0]!r}: left out of "*": {left_out[0].reason}')
         if unknown:
-            raise ConfigError(
-                f"--attention {unknown[0]!r} is not in suite {suite.name!r}; "
-                f"accepted: {', '.join(e.label for e in grid.attention)}"
-            )
+            raise _not_in_suite("--attention", unknown[0], suite, [e.label for e in grid.attention])
         # A key picks every entry of that module (`se`: `se` and `se-bias`), a label that entry alone.
         grid = replace(grid, attention=tuple(e for e in grid.attention if e.label in attention or e.key in attention))
     if backbones:

@@ -62,6 +62,9 @@ def differences(runs: list[Run]) -> list[str]:
 def merge_runs(paths: list[Path], out_root: Path, force: bool = False) -> Path:
     """Writes the runs at `paths` as one new run directory in `out_root` and returns it. Cases keep the first
     run's row where `force` lets a case in twice."""
+    missing = [path for path in paths if not Path(path).exists()]
+    if missing:
+        raise ResultsError(f"merge: {missing[0]} does not exist; accepted: two or more run directories")
     if len(paths) < 2:
         root = [path for path in paths if Path(path).is_dir() and not is_run_dir(Path(path))]
         hint = f"; {root[0]} is a folder of runs: pass its shards' run directories ({root[0]}/*)" if root else ""
