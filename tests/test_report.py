@@ -107,6 +107,19 @@ def test_overhead_numbers(root: Path) -> None:
     assert shares.loc[("resnet18", "se", 1), "latency_share_pct"] == pytest.approx(100 * (1 - 9.0 / 9.9))
 
 
+def test_a_setting_without_none_gets_no_hollow_share_table(root: Path) -> None:
+    """Its overhead table stays (the parameters a module adds need no `none` row); its share table, every
+    cell of which is relative to `none`, goes."""
+    from attnbench.report.view import RunView
+    from attnbench.results import Run
+
+    run = read_run(root / SMOKE)
+    assert costs.overhead_part(RunView(run)) and costs.shares_part(RunView(run))
+    without = Run(run.path, run.meta, run.cases[run.cases["attention"] != "none"], run.samples)
+    assert costs.shares_part(RunView(without)) == []
+    assert "no finished `none` case, so no overheads there" in markdown.run_section(RunView(without), None, Path("."))
+
+
 def test_throughput_ratio_and_latency_share_follow_the_paired_overhead() -> None:
     """Two independent medians can disagree with the rounds' ratios; every latency-derived column of the
     report follows the paired overhead, so the overhead, share and throughput tables tell one story."""

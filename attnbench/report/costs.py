@@ -196,9 +196,12 @@ def shares_part(run: RunView) -> list[str]:
              "module, the same rule for MACs, FLOPs, bytes and latency. A module with a small share of the "
              "arithmetic and a large share of the time is memory- or launch-bound.", ""]
     status = run.statuses
+    parts = []
     for key, group in groups(frame):
         batches = sorted(group["batch_size"].unique())
         quantities = [c for c in WORK_SHARES if tables.measured(group, [c])]
+        if not quantities and not tables.measured(group, ["latency_share_pct"]):
+            continue  # no `none` to take shares of: the warnings say so
         extras = [(c, n) for c, n in (("module_alone_share_pct", "module alone"), ("profiled_share_pct", "profiled"))
                   if tables.measured(group, [c])]
         header = ["attention", *[f"{WORK_SHARES[c]} share (%)" for c in quantities]]
@@ -213,8 +216,8 @@ def shares_part(run: RunView) -> list[str]:
                 *[sig3(at["latency_share_pct"].get(b)) or status.get((key, attention, b), "") for b in batches],
                 *[sig3(at[c].get(batches[-1])) for c, _ in extras],
             ])
-        lines += [f"#### {group_title(key)}", "", _contrast(group, quantities), "", md_table(header, rows), ""]
-    return lines
+        parts += [f"#### {group_title(key)}", "", _contrast(group, quantities), "", md_table(header, rows), ""]
+    return lines + parts if parts else []
 
 
 def _contrast(group: pd.DataFrame, quantities: list[str]) -> str:
