@@ -84,11 +84,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
             case, device, project.timing, warmup=args.warmup, steps=args.steps, trace=trace
         )
     except (RuntimeError, MemoryError) as error:
-        if failure(error)["status"] != "oom":
+        failed = failure(error)
+        if failed["status"] != "oom":
             raise
         raise DeviceError(
             f"out of memory profiling batch {case.batch_size} at {case.resolution} px on {device} "
-            f"({failure(error)['error']}); accepted: a smaller --batch or --resolution"
+            f"({failed['error']}); accepted: a smaller --batch or --resolution"
         ) from None
     tables = profile_tables(result, baseline, case.backbone, args.top)
     heading = (

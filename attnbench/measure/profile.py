@@ -147,6 +147,10 @@ class StepProfile:
         return "self_device_us" if self.on_device else "self_cpu_us"
 
     @property
+    def mean_step_ms(self) -> float:
+        return sum(self.step_ms) / len(self.step_ms)
+
+    @property
     def operators_per_step(self) -> float:
         return self.events["operator"].sum() / self.steps
 

@@ -65,7 +65,10 @@ def measured_entries(cases: pd.DataFrame) -> list[tuple[PublishedCount, int]]:
 
 def reproduction_table(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[PublishedCount]]:
     """One row per published total the run measured, and the entries of the rows that do not reproduce."""
-    measured = measured_entries(cases)
+    return _reproduction(measured_entries(cases))
+
+
+def _reproduction(measured: list[tuple[PublishedCount, int]]) -> tuple[pd.DataFrame, list[PublishedCount]]:
     rows = [comparison(entry, params) for entry, params in measured]
     misses = [entry for (entry, _), row in zip(measured, rows) if row["reproduces"] == "no"]
     return pd.DataFrame(rows), misses
@@ -75,10 +78,11 @@ def reproduction_table(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[Publishe
 def paper_reproduction(run: RunView) -> str | None:
     if "params" not in run.cases or run.cases["params"].isna().all():
         return None
-    table, misses = reproduction_table(run.cases)
+    measured = measured_entries(run.cases)
+    table, misses = _reproduction(measured)
     if table.empty:
         return None
-    lines = [frame_table(table), "", conventions([entry for entry, _ in measured_entries(run.cases)])]
+    lines = [frame_table(table), "", conventions([entry for entry, _ in measured])]
     if misses:
         lines += ["", "Totals that do not reproduce:"]
         lines += [f"- {entry.model} ({entry.source}): {entry.note}" for entry in misses]

@@ -29,7 +29,7 @@ def _clocks(result: StepProfile) -> list[str]:
 def _summary_row(name: str, result: StepProfile) -> dict[str, object]:
     row: dict[str, object] = {
         "model": name,
-        STEP_MS: sum(result.step_ms) / len(result.step_ms),
+        STEP_MS: result.mean_step_ms,
         "operators / step": result.operators_per_step,
     }
     if result.on_device:
@@ -49,9 +49,8 @@ NOISY_ADDED_TIME = (
 def added_time_is_noise(result: StepProfile, baseline: StepProfile) -> bool:
     """Whether the module's added step time is no larger than the step-to-step spread of either profile:
     over a few profiled steps a small cost can read negative."""
-    added = sum(result.step_ms) / len(result.step_ms) - sum(baseline.step_ms) / len(baseline.step_ms)
     spread = max(max(steps) - min(steps) for steps in (result.step_ms, baseline.step_ms))
-    return added <= spread
+    return result.mean_step_ms - baseline.mean_step_ms <= spread
 
 
 def summary(result: StepProfile, baseline: StepProfile | None, backbone: str) -> pd.DataFrame:
