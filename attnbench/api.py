@@ -96,11 +96,11 @@ class ModelInfo:
 
 
 def build_model(backbone: str, attention: str = BASELINE, placement: str | None = None, **options: Any) -> nn.Module:
-    """The torchvision backbone (random weights, nothing downloaded) with `attention` inserted at its
-    placement, as a suite builds it; `none` is the plain backbone (its own squeeze-excitation removed),
-    `native` keeps the attention it ships. The model is returned as an nn.Module, like timm's
-    create_model; `model.attnbench` (a ModelInfo) records the backbone, entry, placement and sites, which
-    complexity() and latency() read."""
+    """The torchvision backbone (random weights from fixed seeds, the same in every call and run; nothing
+    downloaded) with `attention` inserted at its placement, as a suite builds it; `none` is the plain
+    backbone (its own squeeze-excitation removed), `native` keeps the attention it ships. The model is
+    returned as an nn.Module, like timm's create_model; `model.attnbench` (a ModelInfo) records the
+    backbone, entry, placement and sites, which complexity() and latency() read."""
     entry = attention_entry(attention, options, placement=placement)
     built = backbones.build_model(backbone, entry.key, entry.options_dict, placement)
     info = ModelInfo(backbone, entry, entry_placement(backbone, entry), tuple(built.sites))

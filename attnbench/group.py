@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from attnbench.backbones import BuiltModel, build_model, get_backbone
+from attnbench.backbones import BuiltModel, build_backbone, build_model
 from attnbench.config import CaseSpec
 from attnbench.errors import AttnbenchError, DeviceError
 from attnbench.guards import preserved_torch_state
@@ -118,7 +118,7 @@ class ModelCache:
     def get(self, case: CaseSpec) -> BuiltModel:
         if case.backbone != self._backbone:
             self.clear()  # free the previous backbone's models before building the next
-            self._backbone, self._base = case.backbone, get_backbone(case.backbone).build()
+            self._backbone, self._base = case.backbone, build_backbone(case.backbone)
         key = self.key_of(case)
         if key not in self._built:
             entry = case.attention

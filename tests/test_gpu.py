@@ -20,6 +20,7 @@ from attnbench.measure.prepared import prepare_case
 from attnbench.measure.timing import CudaTimer, adaptive_repeats
 from attnbench.results import read_run
 from attnbench.runner import run_suite
+from attnbench.seeds import random_input
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -60,6 +61,12 @@ def test_graph_replay_is_not_slower_than_eager():
     assert "graph_error" not in columns, columns
     assert columns["graph_ms_median"] <= 1.05 * eager
     assert columns["launch_overhead_ms"] == pytest.approx(eager - columns["graph_ms_median"])
+
+
+def test_a_cuda_input_is_the_same_in_every_draw_and_on_the_device():
+    first = random_input((2, 3, 16, 16), CUDA, torch.float16)
+    assert first.device.type == "cuda" and first.dtype == torch.float16
+    assert torch.equal(first, random_input((2, 3, 16, 16), CUDA, torch.float16))
 
 
 def test_copy_bandwidth_is_plausible_for_a_gpu():

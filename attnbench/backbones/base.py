@@ -13,6 +13,7 @@ from torchvision.ops import SqueezeExcitation
 from attnbench.errors import OptionError
 from attnbench.modules import BASELINE, NATIVE, AttentionSpec, get_attention
 from attnbench.registry import Registry
+from attnbench.seeds import seeded
 
 
 @dataclass(frozen=True)
@@ -262,16 +263,17 @@ def build_model(
     placement_name: str | None = None,
     base: nn.Module | None = None,
 ) -> BuiltModel:
-    """A fresh backbone (random weights, nothing downloaded) with attention inserted by its policy.
+    """A fresh backbone (random weights, drawn from fixed seeds so that they are the same in every run;
+    nothing downloaded) with attention inserted by its policy.
 
     `native` keeps the attention modules the backbone ships, as its sites (it takes no options or
     placement); every other entry removes them first, so `none` is the backbone without any attention.
-    `base`, a stock `backbone_name` model as its builder makes it, is copied instead of building a new
+    `base`, a stock `backbone_name` model (build_backbone), is copied instead of building a new
     one: models built from one base share its weights, and a copy is several times faster than
     torchvision's initialisation.
     """
     spec = get_backbone(backbone_name)
-    model = copy.deepcopy(base) if base is not None else spec.build()
+    model = copy.deepcopy(base) if base is not None else build_backbone(backbone_name)
     if attention_key == NATIVE:
         check_native(backbone_name)
         return BuiltModel(model, native_sites(model, spec.family))
@@ -287,4 +289,12 @@ def build_model(
     def make(channels: int, **site: Any) -> nn.Module:
         return attention_spec.cls(channels, **{**resolved, **site})
 
-    return BuiltModel(model, place_modules(model, spec.family, name, policy, make))
+    with seeded(backbone_name, attention_key):
+        return BuiltModel(model, place_modules(model, spec.family, name, policy, make))
+
+
+def build_backbone(name: str) -> nn.Module:
+    """The stock backbone as its builder makes it, initialised from a seed of its own: the same weights in
+    every run (attnbench.seeds)."""
+    with seeded(name):
+        return get_backbone(name).build()

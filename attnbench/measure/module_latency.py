@@ -21,6 +21,7 @@ from attnbench.config import TimingSpec
 from attnbench.measure.base import MeasureContext, MetricResult, metric
 from attnbench.measure.prepared import PreparedCase, autocast_context, memory_format, prepare_step, stored_dtype
 from attnbench.measure.timing import adaptive_repeats, apply_flush_rule, make_timer
+from attnbench.seeds import random_input
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class TensorSpec:
 
     def make(self, device: torch.device, requires_grad: bool) -> torch.Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        tensor = torch.randn(self.shape, dtype=self.dtype, device=device).contiguous(memory_format=fmt)
+        tensor = random_input(self.shape, device, self.dtype).contiguous(memory_format=fmt)
         return tensor.requires_grad_(requires_grad and self.dtype.is_floating_point)
 
 
@@ -59,7 +60,7 @@ def capture_site_inputs(prepared: PreparedCase, timing: TimingSpec) -> list[tupl
         return hook
 
     model, dtype = built.model, stored_dtype(case, timing)
-    image = torch.randn(1, 3, case.resolution, case.resolution, device=device, dtype=dtype)
+    image = random_input((1, 3, case.resolution, case.resolution), device, dtype)
     inputs = image.contiguous(memory_format=memory_format(case))
     handles = [site.module.register_forward_pre_hook(record(i)) for i, site in enumerate(built.sites)]
     was_training = model.training

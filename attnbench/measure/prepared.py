@@ -17,6 +17,7 @@ from attnbench.backbones import BuiltModel, Site
 from attnbench.config import CaseSpec, TimingSpec
 from attnbench.errors import DeviceError
 from attnbench.runtimes import EAGER, OutputMismatch, compare, runtime_of
+from attnbench.seeds import random_input
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Clock = Callable[[], float]
@@ -228,6 +229,6 @@ def prepare_case(
         # so that the next case of this entry starts from the same float32 weights.
         built = copy.deepcopy(built)
     model = built.model.to(device, dtype=dtype, memory_format=fmt)
-    image = torch.randn(case.batch_size, 3, case.resolution, case.resolution, device=device, dtype=dtype)
+    image = random_input((case.batch_size, 3, case.resolution, case.resolution), device, dtype)
     inputs = (image.contiguous(memory_format=fmt),)
     return PreparedCase(case, built, device, inputs, prepare_step(case, model, inputs, device, timing, clock, True))
