@@ -1,11 +1,11 @@
 """Fixed random draws: a model's initial weights and a case's input have the same values in every run.
 
-A module's measured overhead depends on the values it computes with, not only on their shapes (CBAM's
-max-pooling, for one, takes data-dependent branches): resnet18 at 64 px, batch 1, 240 paired rounds per
-process, gave CBAM overheads with a standard deviation of 2.0 points between processes drawing their own
-weights and input, and 0.9 with the draws seeded, about what sampling alone leaves. So every draw made for a
-model or an input comes from a seed derived from what is drawn (the backbone; the backbone and attention
-entry; the input's shape), never from the process's global generator, which is left as it was.
+A module's measured overhead depends on the weights and input it computes with, not only on their shapes:
+resnet18 at 64 px, batch 1, 240 paired rounds per process, gave CBAM overheads with a standard deviation
+of 2.05 points between processes that drew their own weights and input, and 1.03 with the draws seeded,
+near what sampling alone leaves. So every draw made for a model or an input comes from a seed derived
+from what is drawn (the backbone; the backbone and attention entry; the input's shape), never from the
+process's global generator, which is left as it was.
 """
 
 from __future__ import annotations
