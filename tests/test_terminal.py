@@ -4,6 +4,7 @@ line per case, every axis that varies shown."""
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -159,3 +160,17 @@ def test_cli_tables_fit_80_columns_and_paths_are_never_wrapped(project_dir: Path
     assert main(["compare", str(first), str(second)]) in (0, 1)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("attnbench gate: ") and max(len(line) for line in out) <= 80
+
+
+def test_the_progress_bar_draws_per_case_and_runs_no_thread_beside_the_timing():
+    """rich's refresh thread would take the GIL ten times a second while calls are timed."""
+    from attnbench.config import CaseSpec, attention_entry
+    from attnbench.progress import progress_bar
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    before = set(threading.enumerate())
+    with progress_bar(console) as bar:
+        assert set(threading.enumerate()) == before
+        bar.case(3, 20, CaseSpec("resnet18", attention_entry("cbam"), 1, 64, "float32", "eval", "cpu"))
+        assert "resnet18 cbam b1 r64" in console.file.getvalue()
+        assert "3/20" in console.file.getvalue()
