@@ -8,7 +8,6 @@ launch-bound case shows as wall time well above device time.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from attnbench.measure.prepared import Clock, PreparedCase, Step, compiled_graph
 from attnbench.measure.stats import median_ci, paired_overhead, paired_ratios, per_round, summarize
 from attnbench.modules import BASELINE
 from attnbench.runtimes import uses_dynamo
+from attnbench.seeds import stable_seed
 
 
 # --- timers ---------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def time_group(prepared: dict[str, PreparedCase], timing: TimingSpec, clock: Clo
     baseline = next((key for key, case in prepared.items() if case.case.attention.key == BASELINE
                      and case.case.attention.label == BASELINE), None)
     target = PrecisionTarget(timing.precision, baseline) if timing.precision else None
-    seed = zlib.crc32("/".join(sorted(prepared)).encode())
+    seed = stable_seed(*sorted(prepared))
     steps = {key: case.step for key, case in prepared.items()}
     device = next(iter(prepared.values())).device
     before = read_state(device)
