@@ -305,3 +305,70 @@ def test_the_report_says_how_many_warm_up_calls_ran(timing, said):
     meta = {"status": "complete", "suite": {"metrics": ["latency"], "timing": {**timing, "max_seconds": 1.0}}}
     cases, samples = pd.DataFrame([case]).reindex(columns=CASE_COLUMNS), pd.DataFrame(columns=SAMPLE_COLUMNS)
     assert said in measured_lines(RunView(Run(Path("."), meta, cases, samples)))[0]
+
+
+def _timed_run(cases: list[dict], samples: list[dict], meta: dict):
+    from attnbench.report.view import RunView
+    from attnbench.results import CASE_COLUMNS, SAMPLE_COLUMNS, Run
+
+    setting = {"backbone": "resnet18", "batch_size": 1, "resolution": 64, "dtype": "float32", "mode": "eval",
+               "device": "cpu", "status": "ok", "latency_ms_median": 50.0, "repeats": 20}
+    frame = pd.DataFrame([{**setting, **case} for case in cases]).reindex(columns=CASE_COLUMNS)
+    return RunView(Run(Path("."), meta, frame, pd.DataFrame(samples).reindex(columns=SAMPLE_COLUMNS)))
+
+
+def _calls(case_id: str, count: int, latency_ms=lambda call: 50.0) -> list[dict]:
+    return [{"case_id": case_id, "repeat": call, "round": call, "latency_ms": latency_ms(call), "wall_ms": 50.0}
+            for call in range(count)]
+
+
+def test_a_missed_precision_target_says_what_budget_would_meet_it():
+    from attnbench.report.header import timing_sentence
+
+    wide = {"latency_overhead_pct": 10.0, "latency_overhead_ci_low_pct": 6.0, "latency_overhead_ci_high_pct": 14.0}
+    narrow = {"latency_overhead_pct": 5.0, "latency_overhead_ci_low_pct": 3.0, "latency_overhead_ci_high_pct": 7.0}
+    cases = [
+        {"case_id": "n1", "attention": "none", "precision_met": True},
+        {"case_id": "s1", "attention": "se", "precision_met": False, **wide},
+        {"case_id": "n2", "attention": "none", "batch_size": 2, "precision_met": True},
+        {"case_id": "s2", "attention": "se", "batch_size": 2, "precision_met": False, **narrow},
+    ]
+    # 20 calls of 50 ms per case: 1 s of calls each; ±4 points at a target of ±1 needs 16x the calls.
+    samples = [call for case in ("n1", "s1", "n2", "s2") for call in _calls(case, 20)]
+    meta = {"suite": {"timing": {"precision": 1.0, "max_seconds": 1.0}}}
+    said = timing_sentence(_timed_run(cases, samples, meta))
+    assert "0 of 2 cases reached it" not in said and "2 of 4 cases reached it." in said
+    assert "with `max_seconds` of about 16 s" in said
+    assert "the widest, ±4.0 points (resnet18, se, batch 1), came from 1 s of calls per case" in said
+
+    for case in cases:  # every interval within the target: nothing to add
+        case.update(precision_met=True, **narrow if case["attention"] == "se" else {})
+    meta["suite"]["timing"]["precision"] = 2.0
+    assert "max_seconds` of about" not in timing_sentence(_timed_run(cases, samples, meta))
+
+
+def test_a_group_without_none_is_budgeted_on_its_medians():
+    from attnbench.report.header import timing_sentence
+    from attnbench.measure.stats import relative_half_width
+
+    spread = [_calls("e1", 30, latency_ms=lambda call: 40.0 + call)]  # 40..69 ms: a wide median interval
+    width = relative_half_width([40.0 + call for call in range(30)])
+    meta = {"suite": {"timing": {"precision": 1.0, "max_seconds": 1.0}}}
+    said = timing_sentence(_timed_run([{"case_id": "e1", "attention": "eca", "precision_met": False}], spread[0], meta))
+    assert f"the widest, ±{width:.1f} points (resnet18, eca, batch 1), came from 1.5 s of calls per case" in said
+    assert f"about {1.5 * width ** 2:.0f} s" in said
+
+
+@pytest.mark.parametrize("executor, said", [
+    (None, "The timed calls took 12.0 s of the run's 20 s (60%); the rest went"),
+    ({"kind": "local", "workers": 2}, "The timed calls took 12.0 s of the run's 20 s on 2 workers (30% of their time)"),
+    ({"kind": "slurm", "folder": "x"}, "The timed calls took 12.0 s over the job array's tasks."),
+])
+def test_the_share_of_time_in_timed_calls_counts_every_worker(executor, said):
+    from attnbench.report.header import timing_sentence
+
+    meta = {"suite": {"timing": {"max_seconds": 1.0}}, "start_time": "2026-11-30T10:00:00+00:00",
+            "end_time": "2026-11-30T10:00:20+00:00", **({"executor": executor} if executor else {})}
+    samples = _calls("n1", 120) + _calls("s1", 120)  # 240 calls of 50 ms: 12 s
+    run = _timed_run([{"case_id": "n1", "attention": "none"}, {"case_id": "s1", "attention": "se"}], samples, meta)
+    assert said in timing_sentence(run)

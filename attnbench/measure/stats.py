@@ -63,6 +63,13 @@ Rounds = tuple[np.ndarray, np.ndarray]
 """(round indices, one value per round), indices ascending."""
 
 
+def relative_half_width(samples: Sequence[float]) -> float:
+    """Half the width of the median's distribution-free interval, in % of the median: the precision of a
+    case timed without a `none` to pair with."""
+    low, high = median_ci(samples)
+    return (high - low) / 2 / float(np.median(samples)) * 100
+
+
 def per_round(values: Sequence[float], rounds: Sequence[int]) -> Rounds:
     """A case's samples reduced to one value per round: the mean of its calls in that round's turn."""
     index = np.asarray(rounds, dtype=np.int64)

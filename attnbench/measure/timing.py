@@ -19,7 +19,7 @@ import torch
 from attnbench.config import TimingSpec
 from attnbench.measure.gpu_state import read_state, state_columns
 from attnbench.measure.prepared import Clock, PreparedCase, Step, compiled_graphs
-from attnbench.measure.stats import median_ci, paired_overhead, paired_ratios, per_round, summarize
+from attnbench.measure.stats import paired_overhead, paired_ratios, per_round, relative_half_width, summarize
 from attnbench.modules import BASELINE
 from attnbench.runtimes import uses_dynamo
 from attnbench.seeds import stable_seed
@@ -208,7 +208,7 @@ class PrecisionTarget:
     def half_widths(self, timings: dict[str, Timings]) -> dict[str, float]:
         """Each case's interval half-width in points (modules over the baseline, or alone)."""
         if self.baseline is None:
-            return {key: _relative_half_width(taken.latency_ms) for key, taken in timings.items()}
+            return {key: relative_half_width(taken.latency_ms) for key, taken in timings.items()}
         base = per_round(timings[self.baseline].latency_ms, timings[self.baseline].rounds)
         widths = {}
         for key, taken in timings.items():
@@ -216,11 +216,6 @@ class PrecisionTarget:
                 overhead = paired_overhead(paired_ratios(per_round(taken.latency_ms, taken.rounds), base))
                 widths[key] = overhead.half_width if overhead else math.inf
         return widths
-
-
-def _relative_half_width(samples: list[float]) -> float:
-    low, high = median_ci(samples)
-    return (high - low) / 2 / float(np.median(samples)) * 100
 
 
 def paired_rounds(
@@ -331,7 +326,7 @@ def latency_columns(
             if precision:
                 stats["precision_met"] = overhead.half_width <= precision
     elif precision:
-        stats["precision_met"] = _relative_half_width(timings.latency_ms) <= precision
+        stats["precision_met"] = relative_half_width(timings.latency_ms) <= precision
     if uses_dynamo(prepared.case):
         stats["compile_graphs"] = prepared.prepared.graphs + timings.graphs
         stats["graph_breaks"] = prepared.prepared.graph_breaks + timings.graph_breaks

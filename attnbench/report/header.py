@@ -5,12 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from attnbench.calibration import noise_floor_sentence
-from attnbench.measure.stats import NOISY_IQR_FRACTION
+from attnbench.measure.stats import NOISY_IQR_FRACTION, relative_half_width
 from attnbench.modules import BASELINE
 from attnbench.report.format import fmt_number, plural, words
 from attnbench.report.missing import missing_line
 from attnbench.report.tables import axis_value, group_title, groups, varying
 from attnbench.report.view import RunView
+from attnbench.results import SETTING
 
 NOISY_TEXT = f"IQR over {NOISY_IQR_FRACTION:.0%} of the median"
 """How every part of a report says what `noisy` means."""
@@ -144,14 +145,66 @@ def timing_sentence(run: RunView) -> str:
             f"(of the median, for a group without `none`) or for {timing.get('max_seconds')} s per case: "
             f"{int(met.sum())} of {len(met)} cases reached it."
         )
+        if not met.all():
+            text += budget_sentence(run, float(timing["precision"]))
     start, end = (pd.to_datetime(run.meta.get(key), errors="coerce") for key in ("start_time", "end_time"))
     timed_s = pd.to_numeric(run.samples["wall_ms"], errors="coerce").sum() / 1e3
     if timed_s > 0 and pd.notna(start) and pd.notna(end) and not run.meta.get("resumed"):
         wall_s = (end - start).total_seconds()
-        if wall_s > 0:
-            text += (f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s ({timed_s / wall_s:.0%}); "
-                     "the rest went to building, warm-up, counting and the other metrics.")
+        executor = run.meta.get("executor") or {}
+        workers = int(executor.get("workers") or 1)
+        rest = "the rest went to building, warm-up, counting and the other metrics."
+        if executor.get("kind") == "slurm":  # tasks of a job array: the driver's wall time includes their queueing
+            text += f" The timed calls took {timed_s:.1f} s over the job array's tasks."
+        elif wall_s > 0 and workers > 1:
+            text += (f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s on {workers} workers "
+                     f"({timed_s / (wall_s * workers):.0%} of their time); {rest}")
+        elif wall_s > 0:
+            text += f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s ({timed_s / wall_s:.0%}); {rest}"
     return text
+
+
+def budget_sentence(run: RunView, precision: float) -> str:
+    """The `max_seconds` that would have met the precision target in every group, at this run's noise.
+
+    An interval narrows with the square root of the calls, so a group whose widest interval is w points
+    after s seconds of calls per case needs about s * (w / precision)^2. The intervals are the ones the
+    target is checked on: each module's paired overhead where the group has a `none`, else each case's
+    median. Empty when no group missed the target or no samples were kept.
+    """
+    cases = run.cases[(run.cases["status"] == "ok") & run.cases["latency_ms_median"].notna()]
+    samples = run.samples
+    if cases.empty or samples.empty:
+        return ""
+    worst: tuple[float, float, float, pd.Series] | None = None
+    for _, group in cases.groupby(list(SETTING), sort=False, dropna=False):
+        modules = group[group["attention"] != BASELINE]
+        if len(modules) < len(group) and "latency_overhead_ci_low_pct" in group:
+            widths = (modules["latency_overhead_ci_high_pct"] - modules["latency_overhead_ci_low_pct"]) / 2
+        else:
+            widths = pd.Series({index: relative_half_width(samples.loc[samples["case_id"] == row.case_id, "latency_ms"])
+                                for index, row in group.iterrows()}, dtype=float)
+        widths = widths.dropna()
+        if widths.empty or widths.max() <= precision:
+            continue
+        call_s = samples.loc[samples["case_id"].isin(group["case_id"]), "wall_ms"].sum() / 1e3 / len(group)
+        needed = call_s * (widths.max() / precision) ** 2
+        if worst is None or needed > worst[0]:
+            worst = (needed, call_s, widths.max(), group.loc[widths.idxmax()])
+    if worst is None:
+        return ""
+    needed, call_s, width, case = worst
+    where = ", ".join([str(case["backbone"]), str(case["attention"]), f"batch {case['batch_size']}"])
+    return (
+        f" At this run's noise every interval would reach it with `max_seconds` of about {_seconds(needed)} s: "
+        f"an interval narrows with the square root of the calls, and the widest, ±{width:.1f} points ({where}), "
+        f"came from {_seconds(call_s)} s of calls per case."
+    )
+
+
+def _seconds(value: float) -> str:
+    """Seconds to two significant digits, whole from ten on: an estimate, not a measurement."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def _counted(run: RunView) -> str:
