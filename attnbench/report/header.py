@@ -172,7 +172,7 @@ def budget_sentence(run: RunView, precision: float) -> str:
     target is checked on: each module's paired overhead where the group has a `none`, else each case's
     median. Empty when no group missed the target or no samples were kept.
     """
-    cases = run.cases[(run.cases["status"] == "ok") & run.cases["latency_ms_median"].notna()]
+    cases = run.normalized[(run.normalized["status"] == "ok") & run.normalized["latency_ms_median"].notna()]
     samples = run.samples
     if cases.empty or samples.empty:
         return ""
