@@ -351,10 +351,10 @@ def test_a_group_without_none_is_budgeted_on_its_medians():
     from attnbench.report.header import timing_sentence
     from attnbench.measure.stats import relative_half_width
 
-    spread = [_calls("e1", 30, latency_ms=lambda call: 40.0 + call)]  # 40..69 ms: a wide median interval
+    spread = _calls("e1", 30, latency_ms=lambda call: 40.0 + call)  # 40..69 ms: a wide median interval
     width = relative_half_width([40.0 + call for call in range(30)])
     meta = {"suite": {"timing": {"precision": 1.0, "max_seconds": 1.0}}}
-    said = timing_sentence(_timed_run([{"case_id": "e1", "attention": "eca", "precision_met": False}], spread[0], meta))
+    said = timing_sentence(_timed_run([{"case_id": "e1", "attention": "eca", "precision_met": False}], spread, meta))
     assert f"the widest, ±{width:.1f} points (resnet18, eca, batch 1), came from 1.5 s of calls per case" in said
     assert f"about {1.5 * width ** 2:.0f} s" in said
 

@@ -153,14 +153,13 @@ def timing_sentence(run: RunView) -> str:
         wall_s = (end - start).total_seconds()
         executor = run.meta.get("executor") or {}
         workers = int(executor.get("workers") or 1)
-        rest = "the rest went to building, warm-up, counting and the other metrics."
         if executor.get("kind") == "slurm":  # tasks of a job array: the driver's wall time includes their queueing
             text += f" The timed calls took {timed_s:.1f} s over the job array's tasks."
-        elif wall_s > 0 and workers > 1:
-            text += (f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s on {workers} workers "
-                     f"({timed_s / (wall_s * workers):.0%} of their time); {rest}")
         elif wall_s > 0:
-            text += f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s ({timed_s / wall_s:.0%}); {rest}"
+            on = f" on {workers} workers" if workers > 1 else ""
+            share = f"{timed_s / (wall_s * workers):.0%}" + (" of their time" if workers > 1 else "")
+            text += (f" The timed calls took {timed_s:.1f} s of the run's {wall_s:.0f} s{on} ({share}); "
+                     "the rest went to building, warm-up, counting and the other metrics.")
     return text
 
 
@@ -176,24 +175,23 @@ def budget_sentence(run: RunView, precision: float) -> str:
     samples = run.samples
     if cases.empty or samples.empty:
         return ""
-    worst: tuple[float, float, float, pd.Series] | None = None
+    latencies = samples.groupby("case_id")["latency_ms"]
+    shortfalls = []  # (seconds per case needed, seconds per case spent, widest half-width, its case)
     for _, group in cases.groupby(list(SETTING), sort=False, dropna=False):
         modules = group[group["attention"] != BASELINE]
         if len(modules) < len(group) and "latency_overhead_ci_low_pct" in group:
             widths = (modules["latency_overhead_ci_high_pct"] - modules["latency_overhead_ci_low_pct"]) / 2
         else:
-            widths = pd.Series({index: relative_half_width(samples.loc[samples["case_id"] == row.case_id, "latency_ms"])
-                                for index, row in group.iterrows()}, dtype=float)
+            widths = pd.Series({index: relative_half_width(latencies.get_group(row.case_id))
+                                for index, row in group.iterrows() if row.case_id in latencies.groups}, dtype=float)
         widths = widths.dropna()
         if widths.empty or widths.max() <= precision:
             continue
         call_s = samples.loc[samples["case_id"].isin(group["case_id"]), "wall_ms"].sum() / 1e3 / len(group)
-        needed = call_s * (widths.max() / precision) ** 2
-        if worst is None or needed > worst[0]:
-            worst = (needed, call_s, widths.max(), group.loc[widths.idxmax()])
-    if worst is None:
+        shortfalls.append((call_s * (widths.max() / precision) ** 2, call_s, widths.max(), group.loc[widths.idxmax()]))
+    if not shortfalls:
         return ""
-    needed, call_s, width, case = worst
+    needed, call_s, width, case = max(shortfalls, key=lambda shortfall: shortfall[0])
     where = ", ".join([str(case["backbone"]), str(case["attention"]), f"batch {case['batch_size']}"])
     return (
         f" At this run's noise every interval would reach it with `max_seconds` of about {_seconds(needed)} s: "
